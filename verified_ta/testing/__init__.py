@@ -1,0 +1,1 @@
+"""Public testing tools: Hypothesis strategies and conformance checks for tensor attention."""

@@ -1,0 +1,80 @@
+"""Input checks shared by every public entry point: a ``ValueError`` naming the argument and the allowed range."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["FLOAT_DTYPES", "check_attention_inputs", "check_finite", "check_positive_int", "check_open_unit"]
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_finite(name: str, x: torch.Tensor) -> None:
+    """Reject NaN and ±Inf entries."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} must be finite (no NaN or Inf entries)")
+
+
+def check_positive_int(name: str, value: int, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return value
+
+
+def check_open_unit(name: str, value: float) -> float:
+    """Reject values outside the open interval (0, 1) (e.g. ε)."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 < value < 1.0):
+        raise ValueError(f"{name} must lie in the open interval (0, 1); got {value!r}")
+    return float(value)
+
+
+def check_attention_inputs(
+    q: torch.Tensor,
+    k1: torch.Tensor,
+    k2: torch.Tensor,
+    v1: torch.Tensor,
+    v2: torch.Tensor,
+    *,
+    causal: bool = False,
+    check_values: bool = True,
+) -> None:
+    """Validate tensor-attention inputs of shape ``(..., n, d)`` (SPEC §2).
+
+    q is ``(..., n_q, d)``; k1, v1 are ``(..., n1, d)``; k2, v2 are ``(..., n2, d)``; all share batch
+    dimensions, dtype and device. Causal masking needs n_q = n1 = n2.
+    """
+    named = {"q": q, "k1": k1, "k2": k2, "v1": v1, "v2": v2}
+    for name, t in named.items():
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor; got {type(t).__name__}")
+        if t.dim() < 2:
+            raise ValueError(f"{name} must have shape (..., n, d) with at least 2 dimensions; got {tuple(t.shape)}")
+        if t.dtype not in FLOAT_DTYPES:
+            raise ValueError(f"{name} dtype must be one of float16, bfloat16, float32, float64; got {t.dtype}")
+        if t.shape[-2] < 1 or t.shape[-1] < 1:
+            raise ValueError(f"{name} needs n >= 1 and d >= 1; got shape {tuple(t.shape)}")
+    dtypes = {t.dtype for t in named.values()}
+    if len(dtypes) != 1:
+        raise ValueError(f"q, k1, k2, v1, v2 must share one dtype; got {[str(t.dtype) for t in named.values()]}")
+    devices = {t.device for t in named.values()}
+    if len(devices) != 1:
+        raise ValueError(f"q, k1, k2, v1, v2 must be on one device; got {[str(t.device) for t in named.values()]}")
+    batch = q.shape[:-2]
+    for name, t in named.items():
+        if t.shape[:-2] != batch:
+            raise ValueError(f"{name} batch dimensions {tuple(t.shape[:-2])} differ from q's {tuple(batch)}")
+        if t.shape[-1] != q.shape[-1]:
+            raise ValueError(f"{name} head dimension d={t.shape[-1]} differs from q's d={q.shape[-1]}")
+    if k1.shape[-2] != v1.shape[-2]:
+        raise ValueError(f"k1 and v1 need the same length n1; got {k1.shape[-2]} and {v1.shape[-2]}")
+    if k2.shape[-2] != v2.shape[-2]:
+        raise ValueError(f"k2 and v2 need the same length n2; got {k2.shape[-2]} and {v2.shape[-2]}")
+    if causal and not (q.shape[-2] == k1.shape[-2] == k2.shape[-2]):
+        raise ValueError(
+            f"causal=True needs n_q = n1 = n2; got {q.shape[-2]}, {k1.shape[-2]}, {k2.shape[-2]}"
+        )
+    if check_values:
+        for name, t in named.items():
+            check_finite(name, t)
