@@ -57,3 +57,98 @@ def rounding_bound(magnitude, ops: int, dtype):
     The absolute term ``ops · tiny`` covers gradual underflow of intermediate products.
     """
     return gamma(ops, dtype) * magnitude + ops * _TINY[_key(dtype)]
+
+
+def objective_gradient_rounding_bound(A1, A2, A3, A4, A5, E, X, Y, scale: float | None = None, dtype=torch.float64):
+    """Rigorous running-error bound on |Ĝ − G| for L1's chain evaluated in ``dtype`` (any summation order).
+
+    Each stage of SPEC §3 (z, f, h, c, q, p1, r, p2, p, G) carries an entrywise error bound; products
+    propagate |Δx||y| + |x||Δy| + |Δx||Δy|, sums add γ_k times the sum of magnitudes (Higham §3, order-free),
+    and the softmax adds its perturbation factor e^{2·max|Δz|} − 1 plus γ_{n²+5} for max, exp (faithful:
+    ≤ 2u), sum and division. Inputs are float64 tensors of the exact values; the bound is returned as a
+    float64 tensor of the shape of G (d × d²). Assumes no overflow/underflow beyond the tiny term.
+    """
+    from .products import kron
+
+    t = [x.detach().to(torch.float64).abs() for x in (A1, A2, A3, A4, A5, E, X, Y)]
+    a1, a2, a3, a4, a5, e, x, y = t
+    n, d = a1.shape
+    s = abs(1.0 / d if scale is None else scale)
+    g = lambda k: gamma(k, dtype)  # noqa: E731 - local shorthand
+    k23, k45 = kron(a2, a3), kron(a4, a5)
+    z_mag = (a1 @ x @ k23.T) * s
+    dz = g(d + d * d + 3) * z_mag
+    # exact values are needed for f, h, c; evaluate the chain itself in float64 for magnitudes
+    from .gradient import objective_terms
+
+    tm = objective_terms(*(v.detach().to(torch.float64) for v in (A1, A2, A3, A4, A5, E, X, Y)), scale=scale)
+    f, h, c, q, p1, r, p2 = (v.abs() for v in (tm.f, tm.h, tm.c, tm.q, tm.p1, tm.r, tm.p2))
+    eps_f = torch.expm1(2 * dz.amax(dim=1, keepdim=True)) + g(n * n + 5)
+    df = eps_f * (1 + eps_f) * f
+    dh = g(d * d + 1) * (k45 @ y)
+    dc = df @ h + f @ dh + df @ dh + g(n * n + 1) * ((f + df) @ (h + dh) + e)
+    dq = dc @ h.T + c @ dh.T + dc @ dh.T + g(d) * ((c + dc) @ (h + dh).T)
+    dp1 = df * q + f * dq + df * dq + g(1) * (f + df) * (q + dq)
+    dr = dp1.sum(1) + g(n * n) * (p1 + dp1).sum(1)
+    dp2 = dr[:, None] * f + r[:, None] * df + dr[:, None] * df + g(1) * (r + dr)[:, None] * (f + df)
+    dp = dp1 + dp2 + g(1) * (p1 + dp1 + p2 + dp2)
+    p_mag = (p1 + dp1 + p2 + dp2)
+    return s * (a1.T @ dp @ k23) * (1 + g(1)) + g(n + n * n + 3) * s * (a1.T @ p_mag @ k23) + (n + n * n + 3) * _TINY[_key(dtype)]
+
+
+def attention_rounding_bounds(q, k1, k2, v1, v2, grad_out=None, *, scale: float | None = None, causal: bool = False, dtype=torch.float64) -> dict:
+    """Rigorous running-error bounds for exact tensor attention evaluated in ``dtype`` (SPEC §2, L4).
+
+    Single head ``(n, d)`` inputs holding the exact values (float64). Returns entrywise bounds for
+    ``out`` and ``lse`` and, with ``grad_out``, for ``dq, dk1, dk2, dv1, dv2``. Scores carry
+    γ_{d+2}·s·Σ|q k1 k2|; the softmax adds e^{2·max|Δz|} − 1 plus γ_{n1n2+5} (max, exp ≤ 2u, sum, divide);
+    every later sum of m products of p factors adds γ_{m+p}·Σ|terms| (order-free, Higham §3).
+    Materialises n_q × n1 × n2 magnitudes: for test-sized inputs only.
+    """
+    q, k1, k2, v1, v2 = (x.detach().to(torch.float64) for x in (q, k1, k2, v1, v2))
+    n_q, d = q.shape
+    n1, n2 = k1.shape[0], k2.shape[0]
+    s = 1.0 / d if scale is None else float(scale)
+    g = lambda k: gamma(k, dtype)  # noqa: E731 - local shorthand
+    tiny = _TINY[_key(dtype)]
+    z = torch.einsum("il,al,bl->iab", q, k1, k2) * s
+    z_mag = torch.einsum("il,al,bl->iab", q.abs(), k1.abs(), k2.abs()) * abs(s)
+    if causal:
+        i = torch.arange(n_q)[:, None, None]
+        mask = (torch.arange(n1)[None, :, None] <= i) & (torch.arange(n2)[None, None, :] <= i)
+        z = z.masked_fill(~mask, float("-inf"))
+        z_mag = z_mag * mask
+    dz = g(d + 2) * z_mag
+    eps_p = torch.expm1(2 * dz.amax(dim=(1, 2))) + g(n1 * n2 + 5)  # relative error of each P entry
+    p = torch.softmax(z.reshape(n_q, -1), -1).reshape(z.shape)
+    vv = torch.einsum("ad,bd->abd", v1.abs(), v2.abs())
+    pvv = torch.einsum("iab,abd->id", p, vv)
+    d_out = (eps_p * (1 + g(n1 + n2 + 2)))[:, None] * pvv + g(n1 + n2 + 2) * pvv + tiny
+    bounds = {"out": d_out, "lse": dz.amax(dim=(1, 2)) + g(n1 * n2 + 5) + g(2) * z_mag.amax(dim=(1, 2)) + tiny}
+    if grad_out is None:
+        return bounds
+    do = grad_out.detach().to(torch.float64)
+    out = torch.einsum("iab,ad,bd->id", p, v1, v2)
+    dp = torch.einsum("id,ad,bd->iab", do, v1, v2)
+    dp_err = g(d + 2) * torch.einsum("id,abd->iab", do.abs(), vv)
+    delta = (do * out).sum(-1)
+    delta_err = ((do.abs() * d_out).sum(-1) + g(d) * (do.abs() * (out.abs() + d_out)).sum(-1))[:, None, None]
+    gap = (dp - delta[:, None, None]).abs()
+    gap_err = dp_err + delta_err + g(1) * (gap + dp_err + delta_err)
+    ds = p * gap
+    ds_err = eps_p[:, None, None] * p * (gap + gap_err) + p * gap_err + g(2) * p * (1 + eps_p[:, None, None]) * (gap + gap_err)
+    ds_hi, p_hi = ds + ds_err, p * (1 + eps_p[:, None, None])
+    k = n1 + n2 + n_q + 4  # longest sum (over pairs, or over queries and one key) plus the factors
+    a, b_, c = q.abs(), k1.abs(), k2.abs()
+    sums = {
+        "dq": (torch.einsum("iab,al,bl->il", ds_err, b_, c), torch.einsum("iab,al,bl->il", ds_hi, b_, c), abs(s)),
+        "dk1": (torch.einsum("iab,il,bl->al", ds_err, a, c), torch.einsum("iab,il,bl->al", ds_hi, a, c), abs(s)),
+        "dk2": (torch.einsum("iab,il,al->bl", ds_err, a, b_), torch.einsum("iab,il,al->bl", ds_hi, a, b_), abs(s)),
+        "dv1": (torch.einsum("iab,il,bl->al", p * eps_p[:, None, None], do.abs(), v2.abs()),
+                torch.einsum("iab,il,bl->al", p_hi, do.abs(), v2.abs()), 1.0),
+        "dv2": (torch.einsum("iab,il,al->bl", p * eps_p[:, None, None], do.abs(), v1.abs()),
+                torch.einsum("iab,il,al->bl", p_hi, do.abs(), v1.abs()), 1.0),
+    }
+    for name, (err, mag, sc) in sums.items():
+        bounds[name] = sc * (err + g(k) * mag) + k * tiny
+    return bounds

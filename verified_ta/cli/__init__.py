@@ -18,5 +18,11 @@ app = typer.Typer(
     add_completion=False,
 )
 
+
+@app.callback()
+def main() -> None:
+    """Tensor attention you can trust: check, prove, certify, conform, coverage."""
+
+
 for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     importlib.import_module(f"{__name__}.{_mod}").register(app)

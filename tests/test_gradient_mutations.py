@@ -1,0 +1,79 @@
+"""Mutation evidence for the gradient suite (issue #2): each planted bug makes a named property fail.
+
+The property cores from properties/test_gradient.py run unchanged; the bug is planted by
+monkeypatching one function of verified_ta.gradient, and the same input passes without it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from properties import test_gradient as props
+from verified_ta import gradient as gr
+from verified_ta.products import kron
+from verified_ta.spec import spec
+
+
+def _inputs(n=3, d=2, seed=7):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(n, d)] * 6 + [(d, d * d), (d * d, d)]
+    return tuple(torch.rand(s, generator=g, dtype=torch.float64) * 2 - 1 for s in shapes)
+
+
+def _factors(d=2, seed=11):
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.rand(d, d, generator=g, dtype=torch.float64) * 2 - 1 for _ in range(5))
+
+
+_genuine_chain = gr.chain_terms
+
+
+def chain_with_column_scaling(f, h, E):
+    """Planted bug: p2 = f · diag(column sums of p1) instead of diag(r) · f."""
+    t = _genuine_chain(f, h, E)
+    p2 = f * t.p1.sum(axis=0)[None, :]
+    return gr.ChainTerms(f=t.f, h=t.h, c=t.c, q=t.q, p1=t.p1, r=t.r, p2=p2, p=t.p1 - p2)
+
+
+def gradient_without_scale(A1, A2, A3, p, scale):
+    """Planted bug: the 1/d of the softmax scaling dropped from L1."""
+    return A1.T @ p @ kron(A2, A3)
+
+
+def objective_with_swapped_values(A1, A2, A3, A4, A5, E, X, Y, scale=None):
+    """Planted bug: h = (A5 ⊗ A4) Y, i.e. the ⊘ order of V swapped against that of K."""
+    s = 1.0 / A1.shape[1] if scale is None else scale
+    f = gr.softmax_rows((A1 @ X @ kron(A2, A3).T) * s)
+    return gr.chain_terms(f, kron(A5, A4) @ Y, E)
+
+
+@spec("P25", "T16")
+def test_column_scaling_in_p2_is_caught_by_p25_and_p24(monkeypatch):
+    x = _inputs()
+    assert props.check_p_rows_and_p2(x)[0] <= 1
+    gap, tol = props.check_closed_form_vs_finite_differences(x)
+    assert gap <= tol
+    assert props.check_p_rows_and_p2(x, chain=chain_with_column_scaling)[0] > 1
+    monkeypatch.setattr(gr, "chain_terms", chain_with_column_scaling)
+    gap, tol = props.check_closed_form_vs_finite_differences(x)
+    assert gap > tol, "P24 (finite differences) must reject column scaling in p2"
+
+
+@spec("P24", "L1")
+def test_missing_scale_is_caught_by_p24(monkeypatch):
+    x = _inputs()
+    assert props.check_closed_form_vs_autograd(x)[0] <= 1
+    monkeypatch.setattr(gr, "gradient_from_p", gradient_without_scale)
+    ratio, tol = props.check_closed_form_vs_autograd(x)
+    assert ratio > tol, "P24 (autograd) must reject a missing 1/d"
+    gap, tol = props.check_closed_form_vs_finite_differences(x)
+    assert gap > tol, "P24 (finite differences) must reject a missing 1/d"
+
+
+@spec("T8", "T1")
+def test_swapped_value_order_is_caught_by_t8(monkeypatch):
+    x, f = _inputs(), _factors()
+    assert props.check_objective_is_tensor_attention(x, f)[0] <= 1
+    monkeypatch.setattr(gr, "objective_terms", objective_with_swapped_values)
+    ratio, tol = props.check_objective_is_tensor_attention(x, f)
+    assert ratio > tol, "T8 (objective = tensor attention) must reject swapped ⊘ order of V"

@@ -1,0 +1,231 @@
+"""High-precision oracles: mpmath at a stated precision, and rigorous Arb enclosures (python-flint).
+
+Float inputs convert exactly (binary floats to mpf/arb, no decimal round trip). Precision is explicit:
+every function takes ``dps`` (decimal digits, mpmath) or ``prec`` (bits, Arb) and restores the
+global context afterwards. SPEC §2 (forward, LSE), §3 (loss, L1 gradient, finite differences).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import mpmath
+import numpy as np
+import torch
+
+from . import gradient as _gradient
+
+__all__ = [
+    "to_mp",
+    "mp_attention",
+    "mp_loss",
+    "mp_gradient",
+    "mp_finite_difference_gradient",
+    "mp_attention_vjp",
+    "ArbEnclosure",
+    "arb_attention",
+]
+
+
+def _check_precision(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    return value
+
+
+def _as_float64(x: Any, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        if not x.dtype.is_floating_point:
+            raise ValueError(f"{name} must be a floating tensor; got {x.dtype}")
+        arr = x.detach().to("cpu", torch.float64).numpy()  # every torch float format embeds exactly in float64
+    else:
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "fiu":
+            raise ValueError(f"{name} must be a real numeric array; got dtype {arr.dtype}")
+        arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite (no NaN or Inf entries)")
+    return arr
+
+
+def to_mp(x: Any, name: str = "x") -> np.ndarray:
+    """An exact copy of a float array/tensor as a numpy object array of mpf (binary value kept exactly).
+
+    An object array (of mpf or ints) is copied entry by entry at its full value.
+    """
+    if isinstance(x, np.ndarray) and x.dtype == object:
+        return np.vectorize(mpmath.mpf, otypes=[object])(x) if x.size else x.copy()
+    arr = _as_float64(x, name)
+    out = np.empty(arr.shape, dtype=object)
+    for idx in np.ndindex(arr.shape):
+        out[idx] = mpmath.mpf(float(arr[idx]))
+    return out
+
+
+def _scale_mp(scale: float | None, d: int) -> mpmath.mpf:
+    return mpmath.mpf(1) / d if scale is None else mpmath.mpf(float(scale))
+
+
+def _attention_head(q, k1, k2, v1, v2, s, causal):
+    n_q, n1, n2 = q.shape[0], k1.shape[0], k2.shape[0]
+    out = np.empty((n_q, q.shape[1]), dtype=object)
+    lse = np.empty(n_q, dtype=object)
+    for i in range(n_q):
+        qk1 = q[i][None, :] * k1  # (n1, d)
+        scores = (qk1 @ k2.T) * s  # (n1, n2), T10
+        pairs = [(a, b) for a in range(n1) for b in range(n2) if not causal or (a <= i and b <= i)]
+        m = max(scores[a, b] for a, b in pairs)
+        total = mpmath.fsum(mpmath.exp(scores[a, b] - m) for a, b in pairs)
+        lse[i] = m + mpmath.log(total)
+        acc = np.zeros(q.shape[1], dtype=object)
+        for a, b in pairs:
+            acc = acc + mpmath.exp(scores[a, b] - lse[i]) * (v1[a] * v2[b])
+        out[i] = acc
+    return out, lse
+
+
+def mp_attention(q, k1, k2, v1, v2, *, scale: float | None = None, causal: bool = False, dps: int = 50):
+    """Tensor attention (SPEC §2) at ``dps`` digits: ``(out, lse)`` as object arrays of mpf, shapes ``(..., n, d)``, ``(..., n)``."""
+    _check_precision("dps", dps)
+    arrs = [to_mp(x, name) for x, name in zip((q, k1, k2, v1, v2), ("q", "k1", "k2", "v1", "v2"))]
+    if any(a.ndim < 2 for a in arrs) or len({a.shape[:-2] for a in arrs}) != 1:
+        raise ValueError("q, k1, k2, v1, v2 must have shape (..., n, d) with equal batch dimensions")
+    if len({a.shape[-1] for a in arrs}) != 1:
+        raise ValueError("q, k1, k2, v1, v2 must share the head dimension d")
+    if causal and not (arrs[0].shape[-2] == arrs[1].shape[-2] == arrs[2].shape[-2]):
+        raise ValueError("causal=True needs n_q = n1 = n2")
+    batch = arrs[0].shape[:-2]
+    out = np.empty(arrs[0].shape, dtype=object)
+    lse = np.empty(arrs[0].shape[:-1], dtype=object)
+    with mpmath.workdps(dps):
+        s = _scale_mp(scale, arrs[0].shape[-1])
+        for idx in np.ndindex(batch):
+            out[idx], lse[idx] = _attention_head(*(a[idx] for a in arrs), s, causal)
+    return out, lse
+
+
+def mp_attention_vjp(
+    q, k1, k2, v1, v2, grad_out, *, scale: float | None = None, causal: bool = False, dps: int = 50
+) -> tuple[np.ndarray, ...]:
+    """``(dQ, dK1, dK2, dV1, dV2)`` of ⟨dO, Att⟩ by ``mpmath.diff`` per input coordinate (single head; checks L4)."""
+    _check_precision("dps", dps)
+    arrs = [to_mp(x, nm) for x, nm in zip((q, k1, k2, v1, v2), ("q", "k1", "k2", "v1", "v2"))]
+    dout = to_mp(grad_out, "grad_out")
+    if any(a.ndim != 2 for a in arrs) or dout.shape != arrs[0].shape:
+        raise ValueError("mp_attention_vjp takes single-head (n, d) inputs and grad_out shaped like q")
+    grads = []
+    with mpmath.workdps(dps):
+        s = _scale_mp(scale, arrs[0].shape[1])
+        for j, x in enumerate(arrs):
+            g = np.empty(x.shape, dtype=object)
+            for idx in np.ndindex(x.shape):
+
+                def pairing(t, j=j, idx=idx):
+                    moved = [a.copy() for a in arrs]
+                    moved[j][idx] = t
+                    return (_attention_head(*moved, s, causal)[0] * dout).sum()
+
+                g[idx] = mpmath.diff(pairing, x[idx])
+            grads.append(g)
+    return tuple(grads)
+
+
+def _objective_mp(A1, A2, A3, A4, A5, E, X, Y):
+    names = ("A1", "A2", "A3", "A4", "A5", "E", "X", "Y")
+    return [to_mp(x, nm) for x, nm in zip((A1, A2, A3, A4, A5, E, X, Y), names)]
+
+
+def mp_loss(A1, A2, A3, A4, A5, E, X, Y, *, scale: float | None = None, dps: int = 50) -> mpmath.mpf:
+    """Loss(X) of SPEC §3 at ``dps`` digits (the materialised chain in mpmath arithmetic)."""
+    _check_precision("dps", dps)
+    args = _objective_mp(A1, A2, A3, A4, A5, E, X, Y)
+    with mpmath.workdps(dps):
+        return +_gradient.loss(*args, scale=_scale_mp(scale, args[0].shape[1]))
+
+
+def mp_gradient(A1, A2, A3, A4, A5, E, X, Y, *, scale: float | None = None, dps: int = 50) -> np.ndarray:
+    """L1 closed form dLoss/dX at ``dps`` digits (object array d × d²)."""
+    _check_precision("dps", dps)
+    args = _objective_mp(A1, A2, A3, A4, A5, E, X, Y)
+    with mpmath.workdps(dps):
+        s = _scale_mp(scale, args[0].shape[1])
+        t = _gradient.objective_terms(*args, scale=s)
+        return _gradient.gradient_from_p(args[0], args[1], args[2], t.p, s)
+
+
+def mp_finite_difference_gradient(
+    A1, A2, A3, A4, A5, E, X, Y, *, scale: float | None = None, dps: int = 50
+) -> np.ndarray:
+    """dLoss/dX by ``mpmath.diff`` on the loss written in mpmath arithmetic, one coordinate at a time."""
+    _check_precision("dps", dps)
+    args = _objective_mp(A1, A2, A3, A4, A5, E, X, Y)
+    Xmp = args[6]
+    grad = np.empty(Xmp.shape, dtype=object)
+    with mpmath.workdps(dps):
+        s = _scale_mp(scale, args[0].shape[1])
+        for idx in np.ndindex(Xmp.shape):
+
+            def loss_at(t, idx=idx):
+                Xt = Xmp.copy()
+                Xt[idx] = t
+                return _gradient.loss(*args[:6], Xt, args[7], scale=s)
+
+            grad[idx] = mpmath.diff(loss_at, Xmp[idx])
+    return grad
+
+
+@dataclass
+class ArbEnclosure:
+    """Rigorous balls: every true value lies in ``[mid − rad, mid + rad]`` (rad rounded up to float)."""
+
+    mid: np.ndarray
+    rad: np.ndarray
+    balls: np.ndarray  # object array of flint.arb
+
+    def contains(self, values: Any) -> bool:
+        """True iff every float in ``values`` lies inside its ball (checked in Arb, not floats)."""
+        import flint
+
+        vals = _as_float64(values, "values")
+        if vals.shape != self.balls.shape:
+            raise ValueError(f"values must have shape {self.balls.shape}; got {vals.shape}")
+        return all(self.balls[i].contains(flint.arb(float(vals[i]))) for i in np.ndindex(vals.shape))
+
+
+def _enclosure(balls: np.ndarray) -> ArbEnclosure:
+    mid = np.vectorize(lambda b: float(b.mid()), otypes=[np.float64])(balls)
+    # float(mid) may be off by half an ulp of the midpoint: widen the radius to cover it, rounding up.
+    rad = np.vectorize(
+        lambda b: math.nextafter(float(b.rad()) + math.ulp(float(b.mid())), math.inf), otypes=[np.float64]
+    )(balls)
+    return ArbEnclosure(mid=mid, rad=rad, balls=balls)
+
+
+def arb_attention(
+    q, k1, k2, v1, v2, *, scale: float | None = None, causal: bool = False, prec: int = 128
+) -> tuple[ArbEnclosure, ArbEnclosure]:
+    """Rigorous enclosures of tensor attention's output and natural-log LSE (SPEC §2), single head ``(n, d)``."""
+    import flint
+
+    _check_precision("prec", prec)
+    arrs = [_as_float64(x, nm) for x, nm in zip((q, k1, k2, v1, v2), ("q", "k1", "k2", "v1", "v2"))]
+    if any(a.ndim != 2 for a in arrs) or len({a.shape[1] for a in arrs}) != 1:
+        raise ValueError("arb_attention takes single-head (n, d) inputs sharing d")
+    if causal and not (arrs[0].shape[0] == arrs[1].shape[0] == arrs[2].shape[0]):
+        raise ValueError("causal=True needs n_q = n1 = n2")
+    with flint.ctx.workprec(prec):
+        q_, k1_, k2_, v1_, v2_ = (np.vectorize(flint.arb, otypes=[object])(a) for a in arrs)
+        s = flint.arb(1) / q_.shape[1] if scale is None else flint.arb(float(scale))
+        n_q, n1, n2 = q_.shape[0], k1_.shape[0], k2_.shape[0]
+        out = np.empty(q_.shape, dtype=object)
+        lse = np.empty(n_q, dtype=object)
+        for i in range(n_q):
+            pairs = [(a, b) for a in range(n1) for b in range(n2) if not causal or (a <= i and b <= i)]
+            scores = {ab: sum((q_[i] * k1_[ab[0]] * k2_[ab[1]]).tolist(), flint.arb(0)) * s for ab in pairs}
+            weights = {ab: z.exp() for ab, z in scores.items()}
+            total = sum(weights.values(), flint.arb(0))
+            lse[i] = total.log()
+            out[i] = sum(((weights[ab] / total) * (v1_[ab[0]] * v2_[ab[1]]) for ab in pairs), np.zeros(q_.shape[1], dtype=object) + flint.arb(0))
+        return _enclosure(out), _enclosure(lse)
