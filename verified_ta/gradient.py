@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .products import khatri_rao, kron, unvec
+from .validation import check_objective_inputs
 
 __all__ = [
     "ChainTerms",
@@ -85,6 +86,7 @@ def _scale(scale: float | None, d: int) -> float:
 
 def objective_terms(A1, A2, A3, A4, A5, E, X, Y, scale: float | None = None) -> ChainTerms:
     """Materialised chain for Loss(X) = ½‖D⁻¹exp(s·A1 X (A2⊗A3)^T)(A4⊗A5)Y − E‖² (small n only)."""
+    check_objective_inputs(A1, A2, A3, A4, A5, E, X, Y)
     s = _scale(scale, A1.shape[1])
     f = softmax_rows((A1 @ X @ kron(A2, A3).T) * s)
     h = kron(A4, A5) @ Y
@@ -114,13 +116,13 @@ def closed_form_gradient(
     ``chunk_size=None`` materialises the n×n² objects (SPEC §3 literally); an integer processes that
     many query rows at a time with O(chunk·n² + n²·d) memory, never forming A2⊗A3.
     """
-    n, d = A1.shape
+    n, d = check_objective_inputs(A1, A2, A3, A4, A5, E, X, Y)
     s = _scale(scale, d)
     if chunk_size is None:
         t = objective_terms(A1, A2, A3, A4, A5, E, X, Y, s)
         return 0.5 * (t.c * t.c).sum(), gradient_from_p(A1, A2, A3, t.p, s)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an integer >= 1 or None; got {chunk_size!r}")
     ax = (A1 @ X).reshape(n, d, d)
     hv = (kron(A4, A5) @ Y).reshape(n, n, -1)
     G = torch.zeros_like(X)

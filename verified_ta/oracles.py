@@ -184,15 +184,6 @@ class ArbEnclosure:
     rad: np.ndarray
     balls: np.ndarray  # object array of flint.arb
 
-    def contains(self, values: Any) -> bool:
-        """True iff every float in ``values`` lies inside its ball (checked in Arb, not floats)."""
-        import flint
-
-        vals = _as_float64(values, "values")
-        if vals.shape != self.balls.shape:
-            raise ValueError(f"values must have shape {self.balls.shape}; got {vals.shape}")
-        return all(self.balls[i].contains(flint.arb(float(vals[i]))) for i in np.ndindex(vals.shape))
-
 
 def _enclosure(balls: np.ndarray) -> ArbEnclosure:
     mid = np.vectorize(lambda b: float(b.mid()), otypes=[np.float64])(balls)

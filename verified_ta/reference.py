@@ -7,6 +7,7 @@ of the FlashAttention tolerance rule.
 
 from __future__ import annotations
 
+import math
 from typing import Iterator
 
 import torch
@@ -15,6 +16,7 @@ from .validation import check_attention_inputs
 
 __all__ = [
     "default_scale",
+    "resolve_scale",
     "tensor_attention_forward",
     "tensor_attention_backward",
     "tensor_attention_reference",
@@ -28,6 +30,15 @@ CHUNK_ELEMENTS = 1 << 22
 def default_scale(d: int) -> float:
     """The papers' softmax scale s = 1/d (SPEC §2)."""
     return 1.0 / d
+
+
+def resolve_scale(scale: float | None, d: int) -> float:
+    """``scale`` as a finite float, defaulting to 1/d."""
+    if scale is None:
+        return default_scale(d)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise ValueError(f"scale must be a finite real number (or None for 1/d); got {scale!r}")
+    return float(scale)
 
 
 def _chunks(n_q: int, n1: int, n2: int, chunk_size: int | None) -> Iterator[tuple[int, int]]:
@@ -73,7 +84,7 @@ def tensor_attention_forward(
     Row max subtracted before exp (stable); computed in the inputs' dtype.
     """
     check_attention_inputs(q, k1, k2, v1, v2, causal=causal)
-    scale = default_scale(q.shape[-1]) if scale is None else float(scale)
+    scale = resolve_scale(scale, q.shape[-1])
     n_q, n1, n2 = q.shape[-2], k1.shape[-2], k2.shape[-2]
     out = torch.empty_like(q)
     lse = torch.empty(q.shape[:-1], dtype=q.dtype, device=q.device)
@@ -173,6 +184,6 @@ def tensor_attention_reference(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Differentiable exact tensor attention on any device (SPEC §2, L4). Shapes ``(..., n, d)``."""
     check_attention_inputs(q, k1, k2, v1, v2, causal=causal)
-    s = default_scale(q.shape[-1]) if scale is None else float(scale)
+    s = resolve_scale(scale, q.shape[-1])
     out, lse = ReferenceTensorAttention.apply(q, k1, k2, v1, v2, s, causal, chunk_size)
     return (out, lse) if return_lse else out

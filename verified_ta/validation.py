@@ -78,3 +78,27 @@ def check_attention_inputs(
     if check_values:
         for name, t in named.items():
             check_finite(name, t)
+
+
+def check_objective_inputs(A1, A2, A3, A4, A5, E, X, Y) -> tuple[int, int]:
+    """Shapes of the SPEC §3 objective: A1..A5, E are n×d, X is d×d², Y is d²×d; returns (n, d).
+
+    Torch tensors must also be floating and finite; numpy object arrays (mpmath, z3) are checked for shape only.
+    """
+    named = {"A1": A1, "A2": A2, "A3": A3, "A4": A4, "A5": A5, "E": E, "X": X, "Y": Y}
+    for name, t in named.items():
+        shape = tuple(getattr(t, "shape", ()))
+        if len(shape) != 2:
+            raise ValueError(f"{name} must be a 2-D matrix; got shape {shape}")
+    n, d = A1.shape
+    if n < 1 or d < 1:
+        raise ValueError(f"A1 needs n >= 1 and d >= 1; got shape {tuple(A1.shape)}")
+    expected = {**{k: (n, d) for k in ("A1", "A2", "A3", "A4", "A5", "E")}, "X": (d, d * d), "Y": (d * d, d)}
+    for name, t in named.items():
+        if tuple(t.shape) != expected[name]:
+            raise ValueError(f"{name} must have shape {expected[name]} (n={n}, d={d}); got {tuple(t.shape)}")
+        if isinstance(t, torch.Tensor):
+            if t.dtype not in FLOAT_DTYPES:
+                raise ValueError(f"{name} dtype must be one of float16, bfloat16, float32, float64; got {t.dtype}")
+            check_finite(name, t)
+    return n, d

@@ -15,6 +15,9 @@ def register(app: typer.Typer) -> None:
         markdown: bool = typer.Option(False, "--markdown", help="Print the README's markdown table."),
         json_file: Optional[Path] = typer.Option(None, "--json", help="Write {ID: {kind: [places]}} as JSON."),
         fail_under: int = typer.Option(0, help="Exit 1 if fewer SPEC IDs than this are covered."),
+        update_readme: Optional[Path] = typer.Option(
+            None, help="Rewrite the table between <!-- coverage:begin --> and <!-- coverage:end --> in this file."
+        ),
     ) -> None:
         """Which SPEC IDs are proved, property-tested and unit-tested, and where."""
         from rich.console import Console
@@ -30,6 +33,14 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(str(exc), param_hint="--root") from None
         if json_file:
             write_json(json_file, {i: cov.kinds_of(i) for i in SPEC_IDS})
+        if update_readme:
+            text = update_readme.read_text(encoding="utf-8")
+            begin, end = "<!-- coverage:begin -->", "<!-- coverage:end -->"
+            if begin not in text or end not in text:
+                raise typer.BadParameter(f"{update_readme} lacks the {begin} / {end} markers", param_hint="--update-readme")
+            head, rest = text.split(begin, 1)
+            tail = rest.split(end, 1)[1]
+            update_readme.write_text(f"{head}{begin}\n{markdown_table(cov)}\n{end}{tail}", encoding="utf-8")
         if markdown:
             typer.echo(markdown_table(cov))
         else:
