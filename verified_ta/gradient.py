@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .products import khatri_rao, kron, unvec
-from .validation import check_objective_inputs
+from .validation import check_objective_inputs, check_positive_int
 
 __all__ = [
     "ChainTerms",
@@ -121,8 +121,7 @@ def closed_form_gradient(
     if chunk_size is None:
         t = objective_terms(A1, A2, A3, A4, A5, E, X, Y, s)
         return 0.5 * (t.c * t.c).sum(), gradient_from_p(A1, A2, A3, t.p, s)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be an integer >= 1 or None; got {chunk_size!r}")
+    check_positive_int("chunk_size", chunk_size)
     ax = (A1 @ X).reshape(n, d, d)
     hv = (kron(A4, A5) @ Y).reshape(n, n, -1)
     G = torch.zeros_like(X)

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import torch
 
-from .validation import check_attention_inputs
+from .validation import check_attention_inputs, check_positive_int
 
 __all__ = [
     "default_scale",
@@ -42,9 +42,7 @@ def resolve_scale(scale: float | None, d: int) -> float:
 
 
 def _chunks(n_q: int, n1: int, n2: int, chunk_size: int | None) -> Iterator[tuple[int, int]]:
-    c = chunk_size if chunk_size is not None else max(1, CHUNK_ELEMENTS // (n1 * n2))
-    if c < 1:
-        raise ValueError(f"chunk_size must be >= 1; got {c}")
+    c = check_positive_int("chunk_size", chunk_size) if chunk_size is not None else max(1, CHUNK_ELEMENTS // (n1 * n2))
     for start in range(0, n_q, c):
         yield start, min(n_q, start + c)
 

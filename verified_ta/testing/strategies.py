@@ -6,6 +6,7 @@ same strategies feed float64 properties, low-precision kernels and ``verified-ta
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -13,7 +14,18 @@ import torch
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-__all__ = ["dims", "unit_entries", "matrices", "attention_inputs", "AttentionInputs"]
+__all__ = [
+    "dims",
+    "unit_entries",
+    "matrices",
+    "attention_inputs",
+    "AttentionInputs",
+    "PATTERNS",
+    "dtypes",
+    "pattern_inputs",
+    "ConformCase",
+    "conform_cases",
+]
 
 
 def dims(min_value: int = 1, max_value: int = 4) -> st.SearchStrategy[int]:
@@ -59,3 +71,113 @@ def attention_inputs(
         draw(hnp.arrays(np.float64, shape, elements=unit_entries())) * b for _ in range(5)
     ]
     return AttentionInputs(torch.from_numpy(a).to(dtype=dtype, device=device) for a in arrs)
+
+
+# --- conformance cases: shapes, scale, pattern and seed; tensors are generated from the seed -----------------
+
+#: input patterns of :func:`pattern_inputs`; "uniform" first so Hypothesis shrinks towards it
+PATTERNS = ("uniform", "all_plus_bound", "alternating_signs", "identical_rows", "dominant_pair")
+
+
+def dtypes(choices: Sequence[torch.dtype] = (torch.float64, torch.float32, torch.bfloat16, torch.float16)) -> st.SearchStrategy[torch.dtype]:
+    """A floating dtype (float64 first, so failures shrink towards it)."""
+    return st.sampled_from(tuple(choices))
+
+
+def pattern_inputs(pattern: str, shape: Sequence[int], bound: float, seed: int) -> AttentionInputs:
+    """Five float64 CPU tensors of ``shape`` (``(..., n, d)``) with entries in [-B, B], reproducible from ``seed``.
+
+    Adversarial patterns: ``all_plus_bound`` (every entry +B: all scores equal the L5 maximum s·d·B³, so an
+    implementation without the row-max shift overflows), ``alternating_signs`` (±, alternating along rows and
+    columns, magnitudes in [B/2, B]), ``identical_rows`` (every row of a tensor equal: ties everywhere),
+    ``dominant_pair`` (q = +B and one pair (a*, b*) with k1[a*] = k2[b*] = +B, other keys in [-B/4, B/4]).
+    """
+    if pattern not in PATTERNS:
+        raise ValueError(f"pattern must be one of {PATTERNS}; got {pattern!r}")
+    gen = torch.Generator().manual_seed(seed)
+    shape = tuple(shape)
+
+    def uniform(lo: float = -1.0, hi: float = 1.0, size: Sequence[int] = shape) -> torch.Tensor:
+        return (torch.rand(tuple(size), generator=gen, dtype=torch.float64) * (hi - lo) + lo) * bound
+
+    if pattern == "uniform":
+        ts = [uniform() for _ in range(5)]
+    elif pattern == "all_plus_bound":
+        ts = [torch.full(shape, float(bound), dtype=torch.float64) for _ in range(5)]
+    elif pattern == "alternating_signs":
+        r = torch.arange(shape[-2])[:, None]
+        c = torch.arange(shape[-1])[None, :]
+        sign = 1.0 - 2.0 * ((r + c) % 2).to(torch.float64)
+        ts = [uniform(0.5, 1.0) * sign for _ in range(5)]
+    elif pattern == "identical_rows":
+        ts = [uniform(size=(*shape[:-2], 1, shape[-1])).expand(shape).clone() for _ in range(5)]
+    else:  # dominant_pair
+        n = shape[-2]
+        a, b = (int(torch.randint(n, (1,), generator=gen)) for _ in range(2))
+        q = torch.full(shape, float(bound), dtype=torch.float64)
+        k1, k2 = uniform(-0.25, 0.25), uniform(-0.25, 0.25)
+        k1[..., a, :] = bound
+        k2[..., b, :] = bound
+        ts = [q, k1, k2, uniform(), uniform()]
+    return AttentionInputs(ts)
+
+
+@dataclass(frozen=True)
+class ConformCase:
+    """One conformance example, small enough to print: shapes ``(batch, heads, n, d)``, scale, pattern, bound, seed."""
+
+    batch: int
+    heads: int
+    n: int
+    d: int
+    scale: float
+    causal: bool
+    pattern: str
+    bound: float
+    seed: int
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, self.heads, self.n, self.d)
+
+    def inputs(self, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> AttentionInputs:
+        """``(q, k1, k2, v1, v2)`` of shape ``(batch, heads, n, d)`` (see :func:`pattern_inputs`)."""
+        ts = pattern_inputs(self.pattern, self.shape, self.bound, self.seed)
+        return AttentionInputs(t.to(dtype=dtype, device=device) for t in ts)
+
+    def upstream(self, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> torch.Tensor:
+        """A random upstream gradient dO in [-1, 1] (SPEC L4), from the seed's second stream."""
+        gen = torch.Generator().manual_seed(self.seed + 1)
+        return (torch.rand(self.shape, generator=gen, dtype=torch.float64) * 2 - 1).to(dtype=dtype, device=device)
+
+    def reproduce(self) -> str:
+        """A Python line that rebuilds this example's inputs."""
+        return f"verified_ta.testing.strategies.{self!r}.inputs(dtype, device)"
+
+
+@st.composite
+def conform_cases(
+    draw,
+    *,
+    n: st.SearchStrategy[int] | None = None,
+    d: st.SearchStrategy[int] | None = None,
+    batch: st.SearchStrategy[int] | None = None,
+    heads: st.SearchStrategy[int] | None = None,
+    causal: st.SearchStrategy[bool] | None = None,
+    bound: st.SearchStrategy[float] | None = None,
+    patterns: Sequence[str] = PATTERNS,
+) -> ConformCase:
+    """A :class:`ConformCase`; scale is 1/d, 1/√d or a float in [0.05, 1] (practitioners use all three)."""
+    d_ = draw(d if d is not None else dims(1, 4))
+    scale = draw(st.one_of(st.just(1.0 / d_), st.just(d_**-0.5), st.floats(0.05, 1.0)))
+    return ConformCase(
+        batch=draw(batch if batch is not None else st.integers(1, 2)),
+        heads=draw(heads if heads is not None else st.integers(1, 2)),
+        n=draw(n if n is not None else dims(1, 5)),
+        d=d_,
+        scale=scale,
+        causal=draw(causal if causal is not None else st.booleans()),
+        pattern=draw(st.sampled_from(tuple(patterns))),
+        bound=draw(bound if bound is not None else st.sampled_from((1.0, 0.5, 2.0))),
+        seed=draw(st.integers(0, 2**31 - 1)),
+    )
