@@ -1,0 +1,193 @@
+"""Fused Triton tensor attention (SPEC §2 forward, L4 backward) under the FlashAttention accuracy rule.
+
+(a) Interpreter: the kernels run under TRITON_INTERPRET=1 on the CPU in ONE subprocess (Triton reads the
+flag when the kernels are defined, so it must be set before their module is imported; a fresh process
+guarantees that and keeps this process's kernels compiled for a GPU, if any). (b) GPU: @pytest.mark.gpu,
+skipped without CUDA. (c) Known traps: each planted bug must be caught by the same checks that the clean
+kernel passes on the same inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from verified_ta.kernels import SUPPORTED_HEAD_DIMS, check_head_dim, triton_available
+from verified_ta.spec import spec
+
+needs_triton = pytest.mark.skipif(not triton_available(), reason="triton is not installed")
+
+SMALL = [16, 16]  # interpreter tiles: n = 17 leaves a one-row tail in every loop
+TRAP_CASES = {  # trap: (causal, n, config); the dQ grid trap needs BLOCK_N > BLOCK_M to drop a query tile
+    "lse_log2": (False, 5, SMALL), "lse_bf16": (False, 5, SMALL), "delta_bf16": (False, 5, SMALL),
+    "scale_bf16": (False, 5, SMALL), "causal_strict": (True, 5, SMALL), "grid_block": (False, 17, [16, 32]),
+}
+
+
+def _interp_cases() -> list[dict]:
+    cases = []
+    for dtype in ("float32", "float16"):  # bfloat16: the interpreter's tl.dot multiplies raw uint16 bits
+        for n in (1, 5, 17):
+            for causal in (False, True):
+                seed = 10 * n + causal
+                cases.append(dict(label=f"{dtype}-n{n}-{'causal' if causal else 'full'}", shape_q=[1, 2, n, 16],
+                                  n1=n, n2=n, dtype=dtype, causal=causal, scale=None if n % 2 else 0.3,
+                                  input_scale=1 + seed % 3, seed=seed, config=SMALL))
+    cases.append(dict(label="float32-rect-d32", shape_q=[2, 1, 5, 32], n1=9, n2=3, dtype="float32", causal=False,
+                      scale=0.3, input_scale=2.0, seed=5, config=SMALL))
+    cases.append(dict(label="oracle-float32-n3-causal", shape_q=[1, 1, 3, 16], n1=3, n2=3, dtype="float32",
+                      causal=True, scale=0.3, input_scale=2.0, seed=3, exact="mpmath", config=SMALL))
+    for trap, (causal, n, cfg) in TRAP_CASES.items():
+        base = dict(shape_q=[1, 2, n, 16], n1=n, n2=n, dtype="float32", causal=causal, scale=0.3, seed=7, config=cfg)
+        cases.append(dict(base, label=f"trap-{trap}", trap=trap))
+        cases.append(dict(base, label=f"control-{trap}"))
+    return cases
+
+
+INTERP_CASES = _interp_cases()
+CLEAN = [c["label"] for c in INTERP_CASES if not c["label"].startswith(("trap-", "control-"))]
+
+
+@pytest.fixture(scope="module")
+def interp_rows() -> dict[str, list[dict]]:
+    """All interpreter cases in one fresh process with TRITON_INTERPRET=1 (≈ 40 s on 2 cores)."""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, "-m", "verified_ta.kernels.accuracy"], input=json.dumps(INTERP_CASES),
+                          capture_output=True, text=True, env=env, timeout=280)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout)
+
+
+def _failures(rows: list[dict]) -> list[str]:
+    return [f"{r['name']}: error {r['error']:.3e} > tolerance {r['tolerance']:.3e} ({r['detail']})"
+            for r in rows if not r["passed"]]
+
+
+@needs_triton
+@spec("P15", "L4")
+@pytest.mark.parametrize("label", CLEAN)
+def test_interpreter_flash_rule(interp_rows, label):
+    """O, LSE and all five gradients of the kernels within the FlashAttention rule (mpmath oracle for 'oracle-')."""
+    rows = interp_rows[label]
+    assert len(rows) == 7
+    assert not _failures(rows), _failures(rows)
+
+
+@needs_triton
+@spec("P15", "L4")
+@pytest.mark.parametrize("trap", sorted(TRAP_CASES))
+def test_interpreter_trap_is_caught(interp_rows, trap):
+    """Each known bug of earlier 2-simplicial kernels fails the rule that the clean kernel passes on the same inputs."""
+    assert not _failures(interp_rows[f"control-{trap}"]), _failures(interp_rows[f"control-{trap}"])
+    caught = _failures(interp_rows[f"trap-{trap}"])
+    assert caught, f"planted trap {trap!r} passed every check"
+
+
+def test_head_dim_rejected():
+    for d in (8, 24, 48, 256):
+        with pytest.raises(ValueError, match=rf"one of \(16, 32, 64, 128\).*got d={d}$"):
+            check_head_dim(d)
+    assert all(check_head_dim(d) == d for d in SUPPORTED_HEAD_DIMS)
+
+
+@needs_triton
+def test_trap_name_rejected():
+    """An unknown trap name is a ValueError naming the allowed set (checked before any launch)."""
+    code = ("from verified_ta.kernels import load; import torch\n"
+            "x = torch.zeros(1, 1, 2, 16)\n"
+            "try:\n    load().forward(x, x, x, x, x, 0.25, False, trap='nope')\n"
+            "except ValueError as e:\n    print('ValueError', e)\n")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120).stdout
+    assert out.startswith("ValueError") and "lse_log2" in out
+
+
+# ---------------------------------------------------------------------------------------------- GPU
+GPU_NS = (1, 17, 97, 200, 1024)
+
+
+def _gpu_case(n: int, d: int, dtype: torch.dtype, causal: bool, input_scale: float, seed: int, exact: str = "float64"):
+    from verified_ta.interface import tensor_attention
+    from verified_ta.kernels.accuracy import (autograd_result, flash_rule_rows, make_inputs, oracle_result,
+                                              reference_result, rounding_floors, same_dtype_results)
+
+    torch.backends.cuda.matmul.allow_tf32 = False  # float32 references in true float32
+    heads = 1 if n >= 1024 else 2
+    chunk = max(1, (1 << 24) // (n * n))
+    inputs, dout = make_inputs((1, heads, n, d), n, n, dtype=dtype, input_scale=input_scale, seed=seed, device="cuda")
+    if exact == "mpmath":
+        ex = oracle_result(inputs, dout, scale=None, causal=causal)
+    else:
+        ex = reference_result(inputs, dout, scale=None, causal=causal, dtype=torch.float64, chunk_size=chunk)
+    same = same_dtype_results(inputs, dout, scale=None, causal=causal, dtype=dtype, chunk_size=chunk)
+    cand = autograd_result(lambda *x: tensor_attention(*x, causal=causal, return_lse=True, backend="triton"),
+                           inputs, dout)
+    floors = rounding_floors(inputs, dout, ex, scale=None, causal=causal, dtype=dtype, chunk_size=chunk)
+    rows = flash_rule_rows(cand, same, ex, floors, dtype, f"n={n} d={d} {dtype} causal={causal} x{input_scale}")
+    bad = [f"{r.name}: {r.error:.3e} > {r.tolerance:.3e} ({r.detail})" for r in rows if not r.passed]
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("input_scale", [1.0, 2.0, 3.0])
+@pytest.mark.parametrize("n", GPU_NS)
+@spec("P15", "L4")
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and triton_available()), reason="needs CUDA and triton")
+def test_gpu_flash_rule(n, input_scale, dtype, causal):
+    _gpu_case(n, 64, dtype, causal, input_scale, seed=n + int(10 * input_scale))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("d", [16, 32, 128])
+@spec("P15", "L4")
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and triton_available()), reason="needs CUDA and triton")
+def test_gpu_head_dims(d, dtype, causal):
+    _gpu_case(97, d, dtype, causal, 2.0, seed=d)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+@spec("P15", "L4")
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and triton_available()), reason="needs CUDA and triton")
+def test_gpu_mpmath_oracle(dtype):
+    _gpu_case(4, 16, dtype, True, 2.0, seed=1, exact="mpmath")
+
+
+@spec("L4")
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and triton_available()), reason="needs CUDA and triton")
+def test_gpu_backward_deterministic():
+    """No atomics: two backward passes on the same inputs agree bit for bit."""
+    from verified_ta.kernels.accuracy import kernel_result, make_inputs
+
+    inputs, dout = make_inputs((2, 2, 200, 64), 200, 200, dtype=torch.bfloat16, seed=3, device="cuda")
+    a = kernel_result(inputs, dout, scale=None, causal=True)
+    b = kernel_result(inputs, dout, scale=None, causal=True)
+    assert all(torch.equal(x, y) for x, y in zip(a.grads, b.grads))
+
+
+@spec("P15")
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and triton_available()), reason="needs CUDA and triton")
+def test_gpu_forward_memory_is_linear():
+    """Forward at n = 4096 allocates O(n·d): at most a few copies of the inputs, never n² or n³ objects."""
+    from verified_ta.interface import tensor_attention
+
+    n, d = 4096, 128
+    xs = [torch.randn(1, 1, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(5)]
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    tensor_attention(*xs, backend="triton")
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - base
+    assert extra <= 4 * n * d * 2 + 4 * n + (1 << 20), extra  # out + LSE (+ slack): n² bf16 would be 32 MiB

@@ -1,0 +1,146 @@
+"""The PyTorch API: :func:`tensor_attention` (fused Triton kernels on CUDA, exact reference elsewhere) and
+:class:`TensorAttention` (projections, heads, output projection). SPEC §2 forward, L4 backward.
+
+Layout as torch SDPA: ``(batch, heads, n, d)`` (any leading dimensions); default scale 1/d (SPEC §2).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from . import kernels
+from .reference import default_scale, tensor_attention_reference
+from .validation import check_attention_inputs, check_positive_int
+
+__all__ = ["BACKENDS", "tensor_attention", "TensorAttention"]
+
+Backend = Literal["auto", "triton", "reference"]
+BACKENDS = ("auto", "triton", "reference")
+
+
+class _TritonTensorAttention(torch.autograd.Function):
+    """Fused forward and L4 backward (``verified_ta.kernels.triton_kernels``); returns ``(out, lse)``."""
+
+    @staticmethod
+    def forward(ctx, q, k1, k2, v1, v2, scale, causal):  # type: ignore[override]
+        out, lse = kernels.load().forward(q, k1, k2, v1, v2, scale, causal)
+        ctx.save_for_backward(q, k1, k2, v1, v2, out, lse)
+        ctx.scale, ctx.causal = scale, causal
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_lse):  # type: ignore[override]
+        q, k1, k2, v1, v2, out, lse = ctx.saved_tensors
+        if grad_out is None:
+            grad_out = torch.zeros_like(out)
+        grads = kernels.load().backward(grad_out, q, k1, k2, v1, v2, out, lse, ctx.scale, ctx.causal, grad_lse)
+        return (*grads, None, None)
+
+
+def _check_scale(scale: float | None, d: int) -> float:
+    if scale is None:
+        return default_scale(d)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale == 0:
+        raise ValueError(f"scale must be a finite non-zero real number or None (1/d); got {scale!r}")
+    return float(scale)
+
+
+def _use_triton(q: torch.Tensor, backend: str) -> bool:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+    if backend == "reference":
+        return False
+    if backend == "triton":
+        kernels.check_kernel_dtype(q.dtype)
+        kernels.check_head_dim(q.shape[-1])
+        if not (q.is_cuda or (q.device.type == "cpu" and kernels.interpreter_enabled())):
+            raise ValueError(
+                f"backend='triton' needs CUDA tensors, or CPU tensors with TRITON_INTERPRET=1; got device {q.device}")
+        return True
+    return (q.is_cuda and q.dtype in kernels.KERNEL_DTYPES and q.shape[-1] in kernels.SUPPORTED_HEAD_DIMS
+            and kernels.triton_available())
+
+
+def tensor_attention(
+    q: torch.Tensor,
+    k1: torch.Tensor,
+    k2: torch.Tensor,
+    v1: torch.Tensor,
+    v2: torch.Tensor,
+    *,
+    scale: float | None = None,
+    causal: bool = False,
+    return_lse: bool = False,
+    backend: Backend = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Exact tensor attention Att[i] = Σ_{a,b} softmax_i(s·⟨q_i, k1_a∘k2_b⟩)·(v1_a∘v2_b) (SPEC §2), differentiable (L4).
+
+    Shapes ``(..., n, d)``; q ``(..., n_q, d)``, k1/v1 ``(..., n1, d)``, k2/v2 ``(..., n2, d)``. Causal keeps pairs
+    a ≤ i and b ≤ i (needs n_q = n1 = n2). ``return_lse`` also returns the natural-log LSE ``(..., n_q)``
+    (float32 from the kernels). ``backend``: ``"auto"`` runs the fused Triton kernels for CUDA tensors of
+    dtype float16/bfloat16/float32 with d in {16, 32, 64, 128} and the exact chunked reference otherwise;
+    ``"triton"`` insists on the kernels (ValueError if they cannot run; on a CPU they run under
+    ``TRITON_INTERPRET=1``); ``"reference"`` always uses the reference. The kernel path does no
+    data-dependent checks (as SDPA); the reference rejects non-finite inputs.
+    """
+    check_attention_inputs(q, k1, k2, v1, v2, causal=causal, check_values=False)
+    s = _check_scale(scale, q.shape[-1])
+    if not isinstance(causal, bool):
+        raise ValueError(f"causal must be a bool; got {causal!r}")
+    if _use_triton(q, backend):
+        out, lse = _TritonTensorAttention.apply(q, k1, k2, v1, v2, s, causal)
+        return (out, lse) if return_lse else out
+    return tensor_attention_reference(q, k1, k2, v1, v2, scale=s, causal=causal, return_lse=return_lse)
+
+
+class TensorAttention(nn.Module):
+    """Multi-head tensor attention layer: five input projections, :func:`tensor_attention` per head, output projection.
+
+    ``forward(x, context1=None, context2=None)`` takes ``(batch, n, embed_dim)`` tensors: queries from ``x``,
+    (K1, V1) from ``context1`` and (K2, V2) from ``context2`` (both default to ``x``: self-attention).
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, *, head_dim: int | None = None, bias: bool = True,
+                 causal: bool = False, scale: float | None = None, backend: Backend = "auto",
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        check_positive_int("embed_dim", embed_dim)
+        check_positive_int("num_heads", num_heads)
+        if head_dim is None:
+            if embed_dim % num_heads:
+                raise ValueError(
+                    f"embed_dim must be divisible by num_heads when head_dim is None; got {embed_dim} and {num_heads}")
+            head_dim = embed_dim // num_heads
+        check_positive_int("head_dim", head_dim)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+        _check_scale(scale, head_dim)
+        self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, head_dim
+        self.causal, self.scale, self.backend = causal, scale, backend
+        inner = num_heads * head_dim
+        kw = dict(bias=bias, device=device, dtype=dtype)
+        self.q_proj, self.k1_proj, self.k2_proj, self.v1_proj, self.v2_proj = (
+            nn.Linear(embed_dim, inner, **kw) for _ in range(5))
+        self.out_proj = nn.Linear(inner, embed_dim, **kw)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        return x.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, context1: torch.Tensor | None = None,
+                context2: torch.Tensor | None = None) -> torch.Tensor:
+        c1 = x if context1 is None else context1
+        c2 = x if context2 is None else context2
+        for name, t in (("x", x), ("context1", c1), ("context2", c2)):
+            if t.dim() != 3 or t.shape[-1] != self.embed_dim:
+                raise ValueError(f"{name} must have shape (batch, n, {self.embed_dim}); got {tuple(t.shape)}")
+        q = self._heads(self.q_proj(x))
+        k1, v1 = self._heads(self.k1_proj(c1)), self._heads(self.v1_proj(c1))
+        k2, v2 = self._heads(self.k2_proj(c2)), self._heads(self.v2_proj(c2))
+        att = tensor_attention(q, k1, k2, v1, v2, scale=self.scale, causal=self.causal, backend=self.backend)
+        b, _, n, _ = att.shape
+        return self.out_proj(att.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))

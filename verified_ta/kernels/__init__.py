@@ -1,0 +1,62 @@
+"""Fused exact tensor-attention kernels (SPEC §2 forward, L4 backward) in Triton.
+
+Triton is imported lazily: this package imports without it, and :func:`load` brings in the kernels
+(:mod:`verified_ta.kernels.triton_kernels`) on first use. The interpreter (``TRITON_INTERPRET=1``) is
+read by Triton when the kernels module is first imported, so set it before calling :func:`load`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from types import ModuleType
+
+import torch
+
+__all__ = [
+    "SUPPORTED_HEAD_DIMS",
+    "KERNEL_DTYPES",
+    "check_head_dim",
+    "check_kernel_dtype",
+    "triton_available",
+    "interpreter_enabled",
+    "load",
+]
+
+#: head dimensions the kernels are compiled for (tl.dot needs power-of-two tiles >= 16)
+SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
+#: operand dtypes; softmax statistics, LSE, δ and accumulators are always float32
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def check_head_dim(d: int) -> int:
+    """ValueError unless the head dimension is one the kernels support."""
+    if d not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"head dimension d must be one of {SUPPORTED_HEAD_DIMS} for the Triton kernels; got d={d}")
+    return d
+
+
+def check_kernel_dtype(dtype: torch.dtype) -> torch.dtype:
+    """ValueError unless the dtype is one the kernels support."""
+    if dtype not in KERNEL_DTYPES:
+        raise ValueError(f"dtype must be one of float16, bfloat16, float32 for the Triton kernels; got {dtype}")
+    return dtype
+
+
+def triton_available() -> bool:
+    """True when the ``triton`` package is importable (it is not imported here)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def interpreter_enabled() -> bool:
+    """True when Triton's CPU interpreter is requested (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def load() -> ModuleType:
+    """Import and return the Triton kernels module (raises ImportError naming the extra if triton is missing)."""
+    if not triton_available():
+        raise ImportError("the Triton kernels need triton: pip install 'verified-ta[triton]'")
+    from . import triton_kernels
+
+    return triton_kernels

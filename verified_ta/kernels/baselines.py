@@ -1,0 +1,62 @@
+"""What users run today for exact tensor attention: the baselines of the benchmark and second same-dtype reference.
+
+- :func:`expanded_sdpa`: torch SDPA over the Kronecker-expanded keys K1⊘K2 and values V1⊘V2 (n² rows,
+  O(n²·d) memory; SPEC §2 with T10);
+- :func:`expanded_lse`: the LSE of the same expanded scores, torch.logsumexp over query chunks;
+- :func:`naive_attention`: the materialised n_q × n1 × n2 score tensor (einsum, then softmax).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..products import khatri_rao
+from ..reference import default_scale
+
+__all__ = ["kronecker_mask", "expanded_sdpa", "expanded_lse", "naive_attention"]
+
+
+def kronecker_mask(n_q: int, n1: int, n2: int, start: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Boolean (n_q, n1·n2) mask, True where pair (a, b) = column a·n2 + b is visible to query i: a ≤ i and b ≤ i."""
+    i = torch.arange(start, start + n_q, device=device)[:, None, None]
+    a = torch.arange(n1, device=device)[None, :, None]
+    b = torch.arange(n2, device=device)[None, None, :]
+    return ((a <= i) & (b <= i)).reshape(n_q, n1 * n2)
+
+
+def expanded_sdpa(q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor, *,
+                  scale: float | None = None, causal: bool = False) -> torch.Tensor:
+    """SDPA(Q, K1⊘K2, V1⊘V2) in the inputs' dtype (differentiable)."""
+    s = default_scale(q.shape[-1]) if scale is None else float(scale)
+    mask = kronecker_mask(q.shape[-2], k1.shape[-2], k2.shape[-2], device=q.device) if causal else None
+    return F.scaled_dot_product_attention(q, khatri_rao(k1, k2), khatri_rao(v1, v2), attn_mask=mask, scale=s)
+
+
+def expanded_lse(q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, *, scale: float | None = None,
+                 causal: bool = False, chunk_elements: int = 1 << 26) -> torch.Tensor:
+    """logsumexp of the expanded scores s·Q(K1⊘K2)^T in the inputs' dtype, ``chunk_elements`` scores at a time."""
+    s = default_scale(q.shape[-1]) if scale is None else float(scale)
+    kk = khatri_rao(k1, k2)
+    n_q, m = q.shape[-2], kk.shape[-2]
+    step = max(1, chunk_elements // m)
+    parts = []
+    for start in range(0, n_q, step):
+        sc = (q[..., start:start + step, :] @ kk.transpose(-1, -2)) * s
+        if causal:
+            mask = kronecker_mask(sc.shape[-2], k1.shape[-2], k2.shape[-2], start, q.device)
+            sc = sc.masked_fill(~mask, float("-inf"))
+        parts.append(torch.logsumexp(sc, dim=-1))
+    return torch.cat(parts, dim=-1)
+
+
+def naive_attention(q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor, *,
+                    scale: float | None = None, causal: bool = False) -> torch.Tensor:
+    """The materialised n_q × n1 × n2 scores (three-way einsum), softmax over (a, b), then Σ P·(v1_a ∘ v2_b)."""
+    s = default_scale(q.shape[-1]) if scale is None else float(scale)
+    sc = torch.einsum("...il,...al,...bl->...iab", q, k1, k2) * s
+    n_q, n1, n2 = sc.shape[-3:]
+    if causal:
+        sc = sc.masked_fill(~kronecker_mask(n_q, n1, n2, device=q.device).reshape(n_q, n1, n2), float("-inf"))
+    p = torch.softmax(sc.reshape(*sc.shape[:-2], n1 * n2), dim=-1).reshape(sc.shape)
+    return torch.einsum("...iab,...ad,...bd->...id", p, v1, v2)
