@@ -116,8 +116,8 @@ def _forward_kernel(Q, K1, K2, V1, V2, O, LSE, scale, N_Q, N1, N2,
     if CAUSAL:  # pairs need a <= i and b <= i: skip rows and tiles beyond the tile's last query
         a_end = tl.minimum(N1, start_m + BLOCK_M)
         b_end = tl.minimum(N2, start_m + BLOCK_M)
+    q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
     for a in range(0, a_end):
-        q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
         qk1 = _hadamard_row(q, tl.load(k1_row + a * D))
         m_row = m_i
         inner = tl.zeros([BLOCK_M, D], tl.float32)  # Σ_b e^(s − m_i) v2_b for this a
@@ -203,10 +203,12 @@ def _dq_kernel(Q, K1, K2, V1, V2, DO, LSE, DELTA, DQ, scale, N_Q, N1, N2,
         a_end = tl.minimum(N1, start_m + BLOCK_M)
         b_end = tl.minimum(N2, start_m + BLOCK_M)
     dq = tl.zeros([BLOCK_M, D], tl.float32)
+    q = tl.load(Q + tile, mask=row_ok[:, None], other=0.0)
+    do = tl.load(DO + tile, mask=row_ok[:, None], other=0.0)
     for a in range(0, a_end):
         k1 = tl.load(k1_row + a * D)
-        qk1 = _hadamard_row(tl.load(Q + tile, mask=row_ok[:, None], other=0.0), k1)
-        dov1 = _hadamard_row(tl.load(DO + tile, mask=row_ok[:, None], other=0.0), tl.load(v1_row + a * D))
+        qk1 = _hadamard_row(q, k1)
+        dov1 = _hadamard_row(do, tl.load(v1_row + a * D))
         sum_ds_k2, _ = _k2_tile_loop(qk1, dov1, lse, delta, k2_ptrs, v2_ptrs, scale, offs_i, row_ok, a, b_end,
                                      N2, D, BLOCK_M, BLOCK_N, CAUSAL, STRICT_CAUSAL, PREC, False)
         dq += sum_ds_k2 * k1.to(tl.float32)[None, :]
