@@ -77,7 +77,7 @@ def objective_gradient_rounding_bound(A1, A2, A3, A4, A5, E, X, Y, scale: float 
     g = lambda k: gamma(k, dtype)  # noqa: E731 - local shorthand
     k23, k45 = kron(a2, a3), kron(a4, a5)
     z_mag = (a1 @ x @ k23.T) * s
-    dz = g(d + d * d + 3) * z_mag
+    dz = g(d**3 + 3) * z_mag  # flat sum over (l, m, o): any evaluation order
     # exact values are needed for f, h, c; evaluate the chain itself in float64 for magnitudes
     from .gradient import objective_terms
 
@@ -93,7 +93,7 @@ def objective_gradient_rounding_bound(A1, A2, A3, A4, A5, E, X, Y, scale: float 
     dp2 = dr[:, None] * f + r[:, None] * df + dr[:, None] * df + g(1) * (r + dr)[:, None] * (f + df)
     dp = dp1 + dp2 + g(1) * (p1 + dp1 + p2 + dp2)
     p_mag = (p1 + dp1 + p2 + dp2)
-    return s * (a1.T @ dp @ k23) * (1 + g(1)) + g(n + n * n + 3) * s * (a1.T @ p_mag @ k23) + (n + n * n + 3) * _TINY[_key(dtype)]
+    return s * (a1.T @ dp @ k23) * (1 + g(1)) + g(n**3 + 3) * s * (a1.T @ p_mag @ k23) + (n**3 + 3) * _TINY[_key(dtype)]
 
 
 def attention_rounding_bounds(q, k1, k2, v1, v2, grad_out=None, *, scale: float | None = None, causal: bool = False, dtype=torch.float64) -> dict:
@@ -102,7 +102,8 @@ def attention_rounding_bounds(q, k1, k2, v1, v2, grad_out=None, *, scale: float 
     Single head ``(n, d)`` inputs holding the exact values (float64). Returns entrywise bounds for
     ``out`` and ``lse`` and, with ``grad_out``, for ``dq, dk1, dk2, dv1, dv2``. Scores carry
     γ_{d+2}·s·Σ|q k1 k2|; the softmax adds e^{2·max|Δz|} − 1 plus γ_{n1n2+5} (max, exp ≤ 2u, sum, divide);
-    every later sum of m products of p factors adds γ_{m+p}·Σ|terms| (order-free, Higham §3).
+    every later sum of m products of p factors adds γ_{m+p}·Σ|terms| with m the length of the flat sum, so the
+    bound holds for any summation order or blocking (Higham §3), not only the reference's nested sums.
     Materialises n_q × n1 × n2 magnitudes: for test-sized inputs only.
     """
     q, k1, k2, v1, v2 = (x.detach().to(torch.float64) for x in (q, k1, k2, v1, v2))
@@ -123,7 +124,7 @@ def attention_rounding_bounds(q, k1, k2, v1, v2, grad_out=None, *, scale: float 
     p = torch.softmax(z.reshape(n_q, -1), -1).reshape(z.shape)
     vv = torch.einsum("ad,bd->abd", v1.abs(), v2.abs())
     pvv = torch.einsum("iab,abd->id", p, vv)
-    d_out = (eps_p * (1 + g(n1 + n2 + 2)))[:, None] * pvv + g(n1 + n2 + 2) * pvv + tiny
+    d_out = (eps_p * (1 + g(n1 * n2 + 2)))[:, None] * pvv + g(n1 * n2 + 2) * pvv + tiny
     bounds = {"out": d_out, "lse": dz.amax(dim=(1, 2)) + g(n1 * n2 + 5) + g(2) * z_mag.amax(dim=(1, 2)) + tiny}
     if grad_out is None:
         return bounds
@@ -138,7 +139,7 @@ def attention_rounding_bounds(q, k1, k2, v1, v2, grad_out=None, *, scale: float 
     ds = p * gap
     ds_err = eps_p[:, None, None] * p * (gap + gap_err) + p * gap_err + g(2) * p * (1 + eps_p[:, None, None]) * (gap + gap_err)
     ds_hi, p_hi = ds + ds_err, p * (1 + eps_p[:, None, None])
-    k = n1 + n2 + n_q + 4  # longest sum (over pairs, or over queries and one key) plus the factors
+    k = max(n1 * n2, n_q * n2, n_q * n1) + 4  # longest flat sum (pairs, or queries × one key) plus the factors
     a, b_, c = q.abs(), k1.abs(), k2.abs()
     sums = {
         "dq": (torch.einsum("iab,al,bl->il", ds_err, b_, c), torch.einsum("iab,al,bl->il", ds_hi, b_, c), abs(s)),

@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
         """Check the exact reference and the closed-form gradient against the mpmath/Arb oracles."""
         from rich.progress import Progress
 
+        from ..certificate import quick_certify_rows
         from ..check import oracle_checks
         from ..report import render_rows, write_json
 
@@ -31,6 +32,8 @@ def register(app: typer.Typer) -> None:
                 rows = oracle_checks(n, d, seed, trials, advance=lambda: progress.advance(task))
             except ValueError as exc:
                 raise typer.BadParameter(str(exc)) from None
+            progress.update(task, description="quick certificate")
+            rows += quick_certify_rows()
         render_rows(rows, "verified-ta check")
         failed = [r for r in rows if not r.passed]
         typer.echo(f"{len(rows) - len(failed)} passed, {len(failed)} failed")

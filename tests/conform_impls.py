@@ -1,0 +1,219 @@
+"""Implementations for ``verified-ta conform`` tests: correct ones that must pass and planted bugs that must fail.
+
+Every function has the conformance signature ``fn(q, k1, k2, v1, v2, *, scale, causal)`` on ``(batch, heads, n, d)``
+tensors. The bugs are the ones found in public 2-simplicial / trilinear kernels (LSE in log2 units, LSE and δ
+rounded to bf16, causal mask off by one, softmax scale applied twice in dQ, a backward grid that misses rows) and
+a few more; each is built from the package reference so that exactly the planted defect differs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from verified_ta.reference import tensor_attention_backward, tensor_attention_forward, tensor_attention_reference
+
+LOG2E = 1.0 / math.log(2.0)
+
+Grads = tuple[torch.Tensor, ...]
+
+
+def _bf16(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.bfloat16).to(x.dtype)
+
+
+def _reference_backward(do, q, k1, k2, v1, v2, out, lse, *, scale, causal) -> Grads:
+    return tensor_attention_backward(do, q, k1, k2, v1, v2, out, lse, scale=scale, causal=causal)
+
+
+class _Planted(torch.autograd.Function):
+    """The reference forward and L4 backward with hooks: what the forward returns and saves, and the backward."""
+
+    @staticmethod
+    def forward(ctx, q, k1, k2, v1, v2, scale, causal, returned_lse, saved_lse, backward):  # type: ignore[override]
+        out, lse = tensor_attention_forward(q, k1, k2, v1, v2, scale=scale, causal=causal)
+        ctx.save_for_backward(q, k1, k2, v1, v2, out, saved_lse(lse))
+        ctx.scale, ctx.causal, ctx.backward = scale, causal, backward
+        return out, returned_lse(lse)
+
+    @staticmethod
+    def backward(ctx, dout, _dlse):  # type: ignore[override]
+        q, k1, k2, v1, v2, out, lse = ctx.saved_tensors
+        grads = ctx.backward(dout, q, k1, k2, v1, v2, out, lse, scale=ctx.scale, causal=ctx.causal)
+        return (*grads, None, None, None, None, None)
+
+
+def _planted(
+    *,
+    returned_lse: Callable[[torch.Tensor], torch.Tensor] = lambda lse: lse,
+    saved_lse: Callable[[torch.Tensor], torch.Tensor] = lambda lse: lse,
+    backward: Callable[..., Grads] = _reference_backward,
+    return_lse: bool = True,
+) -> Callable[..., object]:
+    def fn(q, k1, k2, v1, v2, *, scale, causal):
+        out, lse = _Planted.apply(q, k1, k2, v1, v2, scale, causal, returned_lse, saved_lse, backward)
+        return (out, lse) if return_lse else out
+
+    return fn
+
+
+# --- correct implementations -------------------------------------------------------------------------------
+
+
+def reference(q, k1, k2, v1, v2, *, scale, causal):
+    """The package's exact reference, returning (out, lse)."""
+    return tensor_attention_reference(q, k1, k2, v1, v2, scale=scale, causal=causal, return_lse=True)
+
+
+def reference_out_only(q, k1, k2, v1, v2, *, scale, causal):
+    """The package's exact reference, returning out only (the lse check is skipped)."""
+    return tensor_attention_reference(q, k1, k2, v1, v2, scale=scale, causal=causal)
+
+
+def _einsum_attention(q, k1, k2, v1, v2, *, scale, causal, mask_offset=0, normalise_over_pairs=True, cap=None):
+    """Materialised scores, torch.softmax and autograd: an implementation independent of the package reference."""
+    z = torch.einsum("...il,...al,...bl->...iab", q, k1, k2) * scale
+    if cap is not None:
+        z = z.clamp(-cap, cap)
+    if causal:
+        i = torch.arange(q.shape[-2], device=q.device)[:, None, None] + mask_offset
+        a = torch.arange(k1.shape[-2], device=q.device)[None, :, None]
+        b = torch.arange(k2.shape[-2], device=q.device)[None, None, :]
+        z = z.masked_fill(~((a <= i) & (b <= i)), float("-inf"))
+    if normalise_over_pairs:
+        p = torch.softmax(z.flatten(-2), -1).reshape(z.shape)
+    else:
+        p = torch.softmax(z, -1)  # per (i, a) over b only
+    out = torch.einsum("...iab,...al,...bl->...il", p, v1, v2)
+    return out, torch.logsumexp(z.flatten(-2), -1)
+
+
+def einsum_autograd(q, k1, k2, v1, v2, *, scale, causal):
+    """Correct: an independent float path (n × n² scores, torch.softmax, autograd backward)."""
+    return _einsum_attention(q, k1, k2, v1, v2, scale=scale, causal=causal)
+
+
+def float32_then_round(q, k1, k2, v1, v2, *, scale, causal):
+    """Correct low-precision kernel model: compute in float32, round the outputs once to the input dtype."""
+    out, lse = tensor_attention_reference(
+        *(t.float() for t in (q, k1, k2, v1, v2)), scale=scale, causal=causal, return_lse=True
+    )
+    return out.to(q.dtype), lse
+
+
+# --- planted bugs ------------------------------------------------------------------------------------------
+
+#: LSE stored in log2 units (for exp2) and read back by the backward as natural log
+lse_log2 = _planted(returned_lse=lambda lse: lse * LOG2E, saved_lse=lambda lse: lse * LOG2E)
+
+
+def _delta_bf16_backward(do, q, k1, k2, v1, v2, out, lse, *, scale, causal) -> Grads:
+    delta = (do * out).sum(-1)
+    # tensor_attention_backward uses δ − grad_lse: passing δ − bf16(δ) makes it use bf16(δ)
+    return tensor_attention_backward(
+        do, q, k1, k2, v1, v2, out, lse, scale=scale, causal=causal, grad_lse=delta - _bf16(delta)
+    )
+
+
+#: LSE and δ kept in bf16 between forward and backward (forward output exact, returns out only)
+lse_delta_bf16 = _planted(saved_lse=_bf16, backward=_delta_bf16_backward, return_lse=False)
+
+
+def causal_off_by_one(q, k1, k2, v1, v2, *, scale, causal):
+    """Causal mask a <= i + 1, b <= i + 1: each query sees one step into the future."""
+    return _einsum_attention(q, k1, k2, v1, v2, scale=scale, causal=causal, mask_offset=1)
+
+
+def _scale_twice_backward(do, q, k1, k2, v1, v2, out, lse, *, scale, causal) -> Grads:
+    dq, *rest = _reference_backward(do, q, k1, k2, v1, v2, out, lse, scale=scale, causal=causal)
+    return (dq * scale, *rest)
+
+
+#: the softmax scale applied a second time in dQ (custom autograd Function)
+scale_twice_in_dq = _planted(backward=_scale_twice_backward)
+
+
+def _late_rows_backward(do, q, k1, k2, v1, v2, out, lse, *, scale, causal) -> Grads:
+    covered = (q.shape[-2] + 1) // 2  # a grid of cdiv(n, 2·BLOCK) programs of BLOCK rows
+    do = do.clone()
+    do[..., covered:, :] = 0
+    dq, *rest = _reference_backward(do, q, k1, k2, v1, v2, out, lse, scale=scale, causal=causal)
+    return (dq, *rest)
+
+
+#: a backward launch grid that covers only the first half of the query rows
+late_rows_backward = _planted(backward=_late_rows_backward)
+
+
+def _nondeterministic_backward(do, q, k1, k2, v1, v2, out, lse, *, scale, causal) -> Grads:
+    """Per-query contributions accumulated in a random order (atomic adds)."""
+    total: list[torch.Tensor] | None = None
+    for i in torch.randperm(q.shape[-2]).tolist():
+        row = torch.zeros_like(do)
+        row[..., i, :] = do[..., i, :]
+        part = _reference_backward(row, q, k1, k2, v1, v2, out, lse, scale=scale, causal=causal)
+        total = list(part) if total is None else [t + p for t, p in zip(total, part)]
+    return tuple(total)
+
+
+#: correct to rounding, but not bitwise reproducible
+nondeterministic_backward = _planted(backward=_nondeterministic_backward)
+
+
+def _swapped_dk_backward(do, q, k1, k2, v1, v2, out, lse, *, scale, causal) -> Grads:
+    dq, dk1, dk2, dv1, dv2 = _reference_backward(do, q, k1, k2, v1, v2, out, lse, scale=scale, causal=causal)
+    return dq, dk2, dk1, dv1, dv2
+
+
+#: dK1 and dK2 written to each other's outputs
+swapped_dk1_dk2 = _planted(backward=_swapped_dk_backward)
+
+
+def swapped_kv_order(q, k1, k2, v1, v2, *, scale, causal):
+    """⊘ order differs between K and V: pair (a, b) of the scores weights v1[b] ∘ v2[a]."""
+    return tensor_attention_reference(q, k1, k2, v2, v1, scale=scale, causal=causal, return_lse=True)
+
+
+def scale_ignored(q, k1, k2, v1, v2, *, scale, causal):
+    """The scale argument is ignored (always 1/d)."""
+    return tensor_attention_reference(q, k1, k2, v1, v2, causal=causal, return_lse=True)
+
+
+def softmax_per_key(q, k1, k2, v1, v2, *, scale, causal):
+    """Normalised over b for each (i, a) instead of over all pairs: weights sum to n1."""
+    return _einsum_attention(q, k1, k2, v1, v2, scale=scale, causal=causal, normalise_over_pairs=False)
+
+
+def scores_clamped(q, k1, k2, v1, v2, *, scale, causal):
+    """Scores clamped to [-3, 3] (a stray logit cap): wrong once |s·⟨q, k1∘k2⟩| > 3, and not shift invariant."""
+    return _einsum_attention(q, k1, k2, v1, v2, scale=scale, causal=causal, cap=3.0)
+
+
+def heads_mixed(q, k1, k2, v1, v2, *, scale, causal):
+    """k1 read from the neighbouring head (a wrong head stride)."""
+    return tensor_attention_reference(q, k1.roll(1, dims=1), k2, v1, v2, scale=scale, causal=causal, return_lse=True)
+
+
+def no_max_subtraction(q, k1, k2, v1, v2, *, scale, causal):
+    """exp of the raw scores (no row max): overflows once s·⟨q, k1∘k2⟩ passes the dtype's exp range."""
+    z = torch.einsum("...il,...al,...bl->...iab", q, k1, k2) * scale
+    if causal:
+        i = torch.arange(q.shape[-2])[:, None, None]
+        z = z.masked_fill(~((torch.arange(k1.shape[-2])[None, :, None] <= i) & (torch.arange(k2.shape[-2])[None, None, :] <= i)), float("-inf"))
+    e = torch.exp(z)
+    total = e.sum((-2, -1))
+    return torch.einsum("...iab,...al,...bl->...il", e, v1, v2) / total[..., None], torch.log(total)
+
+
+def wrong_shape(q, k1, k2, v1, v2, *, scale, causal):
+    """Breaks the calling convention: returns out transposed."""
+    return tensor_attention_reference(q, k1, k2, v1, v2, scale=scale, causal=causal).transpose(-1, -2)
+
+
+def triton_kernels(q, k1, k2, v1, v2, *, scale, causal):
+    """The package's fused Triton kernels (CUDA, or CPU under TRITON_INTERPRET=1; d in 16, 32, 64, 128)."""
+    from verified_ta.interface import tensor_attention
+
+    return tensor_attention(q, k1, k2, v1, v2, scale=scale, causal=causal, return_lse=True, backend="triton")
