@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from verified_ta import gradient as gr
 from verified_ta.fp_bounds import objective_gradient_rounding_bound
 from verified_ta.oracles import mp_attention, mp_finite_difference_gradient, mp_gradient, to_mp
-from verified_ta.reference import tensor_attention_reference
 from verified_ta.spec import spec
 from verified_ta.testing.strategies import dims, unit_entries
 

@@ -18,7 +18,7 @@ import torch
 from .features import DEFAULT_MEMORY_LIMIT_BYTES, check_feature_memory, exact_coefficients, feature_maps
 from .gradient import factor_gradients
 from .products import face_split
-from .reference import default_scale
+from .reference import resolve_scale
 from .validation import check_attention_inputs, check_finite
 
 __all__ = ["normalised_coefficients", "normaliser", "fast_tensor_attention", "FastGradient", "fast_objective_gradient"]
@@ -73,7 +73,7 @@ def fast_tensor_attention(
     """
     check_attention_inputs(q, k1, k2, v1, v2)
     _check_dtype(q)
-    s = default_scale(q.shape[-1]) if scale is None else float(scale)
+    s = resolve_scale(scale, q.shape[-1])
     U, V, W = _features(q, k1, k2, coefficients, s, memory_limit_bytes)
     numerator = U @ ((V.transpose(-1, -2) @ v1) * (W.transpose(-1, -2) @ v2))  # T3: (..., n_q, d)
     return numerator / normaliser(U, V, W)
@@ -132,7 +132,7 @@ def fast_objective_gradient(
         check_finite(name, t)
     if not (A2.shape[-2] == A3.shape[-2] == n):
         raise ValueError(f"A1, A2, A3 must share n; got {A1.shape[-2]}, {A2.shape[-2]}, {A3.shape[-2]}")
-    s = default_scale(d) if scale is None else float(scale)
+    s = resolve_scale(scale, d)
     T = lambda x: x.transpose(-1, -2)  # noqa: E731 - local shorthand
     Q, K1, K2, Va, Vb = A1 @ X1, A2 @ X2, A3 @ X3, A4 @ Y1, A5 @ Y2
     U, V, W = _features(Q, K1, K2, coefficients, s, memory_limit_bytes)

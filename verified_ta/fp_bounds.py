@@ -10,7 +10,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["unit_roundoff", "gamma", "rounding_bound"]
+__all__ = [
+    "unit_roundoff",
+    "gamma",
+    "rounding_bound",
+    "objective_rounding_bounds",
+    "objective_gradient_rounding_bound",
+    "attention_rounding_bounds",
+]
 
 _U = {
     torch.float64: 2.0**-53,
@@ -60,7 +67,13 @@ def rounding_bound(magnitude, ops: int, dtype):
 
 
 def objective_gradient_rounding_bound(A1, A2, A3, A4, A5, E, X, Y, scale: float | None = None, dtype=torch.float64):
-    """Rigorous running-error bound on |Ĝ − G| for L1's chain evaluated in ``dtype`` (any summation order).
+    """Rigorous entrywise bound on |Ĝ − G| for L1 evaluated in ``dtype``: ``objective_rounding_bounds(...)["G"]``."""
+    return objective_rounding_bounds(A1, A2, A3, A4, A5, E, X, Y, scale, dtype)["G"]
+
+
+def objective_rounding_bounds(A1, A2, A3, A4, A5, E, X, Y, scale: float | None = None, dtype=torch.float64) -> dict:
+    """Rigorous running-error bounds for the SPEC §3 chain evaluated in ``dtype`` (any summation order):
+    entrywise for ``c`` and ``G`` (d × d²), and for the scalar ``loss``.
 
     Each stage of SPEC §3 (z, f, h, c, q, p1, r, p2, p, G) carries an entrywise error bound; products
     propagate |Δx||y| + |x||Δy| + |Δx||Δy|, sums add γ_k times the sum of magnitudes (Higham §3, order-free),
@@ -93,7 +106,10 @@ def objective_gradient_rounding_bound(A1, A2, A3, A4, A5, E, X, Y, scale: float 
     dp2 = dr[:, None] * f + r[:, None] * df + dr[:, None] * df + g(1) * (r + dr)[:, None] * (f + df)
     dp = dp1 + dp2 + g(1) * (p1 + dp1 + p2 + dp2)
     p_mag = (p1 + dp1 + p2 + dp2)
-    return s * (a1.T @ dp @ k23) * (1 + g(1)) + g(n**3 + 3) * s * (a1.T @ p_mag @ k23) + (n**3 + 3) * _TINY[_key(dtype)]
+    dG = s * (a1.T @ dp @ k23) * (1 + g(1)) + g(n**3 + 3) * s * (a1.T @ p_mag @ k23) + (n**3 + 3) * _TINY[_key(dtype)]
+    # loss = ½Σc²: |Σĉ² − Σc²| <= Σ(2|c|Δc + Δc²), plus γ_{nd+2} for the squares, the sum and the halving
+    dloss = 0.5 * (2 * c * dc + dc * dc).sum() + 0.5 * g(n * d + 2) * ((c + dc) ** 2).sum()
+    return {"c": dc, "G": dG, "loss": dloss}
 
 
 def attention_rounding_bounds(q, k1, k2, v1, v2, grad_out=None, *, scale: float | None = None, causal: bool = False, dtype=torch.float64) -> dict:

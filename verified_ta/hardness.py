@@ -15,7 +15,7 @@ import torch
 from .error_bounds import derivative_bounds
 from .gradient import closed_form_gradient
 from .products import khatri_rao
-from .reference import default_scale
+from .reference import resolve_scale
 from .validation import check_attention_inputs, check_positive_int
 
 __all__ = [
@@ -68,7 +68,7 @@ def objective_at_zero(v1: torch.Tensor, v2: torch.Tensor) -> float:
 
 def score_range(q, k1, k2, *, scale: float | None = None) -> float:
     """B̂ of L12: the largest per-row range max_ab S − min_ab S of S = s·Q(K1⊘K2)^T."""
-    s = default_scale(q.shape[-1]) if scale is None else float(scale)
+    s = resolve_scale(scale, q.shape[-1])
     S = (q @ khatri_rao(k1, k2).T) * s
     return float((S.amax(-1) - S.amin(-1)).max())
 

@@ -6,14 +6,13 @@ Layout as torch SDPA: ``(batch, heads, n, d)`` (any leading dimensions); default
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
 from torch import nn
 
 from . import kernels
-from .reference import default_scale, tensor_attention_reference
+from .reference import resolve_scale, tensor_attention_reference
 from .validation import check_attention_inputs, check_positive_int
 
 __all__ = ["BACKENDS", "tensor_attention", "TensorAttention"]
@@ -39,14 +38,6 @@ class _TritonTensorAttention(torch.autograd.Function):
             grad_out = torch.zeros_like(out)
         grads = kernels.load().backward(grad_out, q, k1, k2, v1, v2, out, lse, ctx.scale, ctx.causal, grad_lse)
         return (*grads, None, None)
-
-
-def _check_scale(scale: float | None, d: int) -> float:
-    if scale is None:
-        return default_scale(d)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale == 0:
-        raise ValueError(f"scale must be a finite non-zero real number or None (1/d); got {scale!r}")
-    return float(scale)
 
 
 def _use_triton(q: torch.Tensor, backend: str) -> bool:
@@ -88,7 +79,7 @@ def tensor_attention(
     data-dependent checks (as SDPA); the reference rejects non-finite inputs.
     """
     check_attention_inputs(q, k1, k2, v1, v2, causal=causal, check_values=False)
-    s = _check_scale(scale, q.shape[-1])
+    s = resolve_scale(scale, q.shape[-1])
     if not isinstance(causal, bool):
         raise ValueError(f"causal must be a bool; got {causal!r}")
     if _use_triton(q, backend):
@@ -118,7 +109,7 @@ class TensorAttention(nn.Module):
         check_positive_int("head_dim", head_dim)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
-        _check_scale(scale, head_dim)
+        resolve_scale(scale, head_dim)
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, head_dim
         self.causal, self.scale, self.backend = causal, scale, backend
         inner = num_heads * head_dim

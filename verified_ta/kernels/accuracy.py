@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..fp_bounds import gamma
-from ..reference import default_scale, tensor_attention_backward, tensor_attention_forward, tensor_attention_reference
+from ..reference import resolve_scale, tensor_attention_backward, tensor_attention_forward, tensor_attention_reference
 from ..report import CheckRow
 from .baselines import expanded_lse, expanded_sdpa
 
@@ -123,7 +123,7 @@ def kernel_result(inputs: Sequence[torch.Tensor], grad_out: torch.Tensor, *, sca
     from . import load
 
     tk = load()
-    s = default_scale(inputs[0].shape[-1]) if scale is None else float(scale)
+    s = resolve_scale(scale, inputs[0].shape[-1])
     out, lse = tk.forward(*inputs, s, causal, config=config, trap=trap)
     grads = tk.backward(grad_out, *inputs, out, lse, s, causal, config=config, trap=trap)
     return AttentionResult(out, lse, tuple(grads))
@@ -167,7 +167,7 @@ def rounding_floors(inputs: Sequence[torch.Tensor], grad_out: torch.Tensor, exac
     x64 = [x.detach().to(torch.float64) for x in inputs]
     q, k1, k2, v1, v2 = x64
     d = q.shape[-1]
-    s = default_scale(d) if scale is None else float(scale)
+    s = resolve_scale(scale, d)
     u_scores = gamma(1, dtype) + gamma(d + 2, torch.float32)
     u_cancel = gamma(2, dtype) + gamma(d + 2, torch.float32)
     col_max = [x.abs().amax(dim=-2, keepdim=True) for x in (q, k1, k2, v1, v2)]

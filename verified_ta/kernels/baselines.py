@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..products import khatri_rao
-from ..reference import default_scale
+from ..reference import resolve_scale
 
 __all__ = ["kronecker_mask", "expanded_sdpa", "expanded_lse", "naive_attention"]
 
@@ -28,7 +28,7 @@ def kronecker_mask(n_q: int, n1: int, n2: int, start: int = 0, device: torch.dev
 def expanded_sdpa(q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor, *,
                   scale: float | None = None, causal: bool = False) -> torch.Tensor:
     """SDPA(Q, K1⊘K2, V1⊘V2) in the inputs' dtype (differentiable)."""
-    s = default_scale(q.shape[-1]) if scale is None else float(scale)
+    s = resolve_scale(scale, q.shape[-1])
     mask = kronecker_mask(q.shape[-2], k1.shape[-2], k2.shape[-2], device=q.device) if causal else None
     return F.scaled_dot_product_attention(q, khatri_rao(k1, k2), khatri_rao(v1, v2), attn_mask=mask, scale=s)
 
@@ -36,7 +36,7 @@ def expanded_sdpa(q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, v1: torch
 def expanded_lse(q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, *, scale: float | None = None,
                  causal: bool = False, chunk_elements: int = 1 << 26) -> torch.Tensor:
     """logsumexp of the expanded scores s·Q(K1⊘K2)^T in the inputs' dtype, ``chunk_elements`` scores at a time."""
-    s = default_scale(q.shape[-1]) if scale is None else float(scale)
+    s = resolve_scale(scale, q.shape[-1])
     kk = khatri_rao(k1, k2)
     n_q, m = q.shape[-2], kk.shape[-2]
     step = max(1, chunk_elements // m)
@@ -53,7 +53,7 @@ def expanded_lse(q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, *, scale: 
 def naive_attention(q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor, *,
                     scale: float | None = None, causal: bool = False) -> torch.Tensor:
     """The materialised n_q × n1 × n2 scores (three-way einsum), softmax over (a, b), then Σ P·(v1_a ∘ v2_b)."""
-    s = default_scale(q.shape[-1]) if scale is None else float(scale)
+    s = resolve_scale(scale, q.shape[-1])
     sc = torch.einsum("...il,...al,...bl->...iab", q, k1, k2) * s
     n_q, n1, n2 = sc.shape[-3:]
     if causal:
