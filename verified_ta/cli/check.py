@@ -24,6 +24,7 @@ def register(app: typer.Typer) -> None:
 
         from ..certificate import quick_certify_rows
         from ..check import oracle_checks
+        from ..prove import quick_prove_rows
         from ..report import render_rows, write_json
 
         with Progress(transient=True) as progress:
@@ -32,6 +33,8 @@ def register(app: typer.Typer) -> None:
                 rows = oracle_checks(n, d, seed, trials, advance=lambda: progress.advance(task))
             except ValueError as exc:
                 raise typer.BadParameter(str(exc)) from None
+            progress.update(task, description="quick proofs (z3)")
+            rows += quick_prove_rows()
             progress.update(task, description="quick certificate")
             rows += quick_certify_rows()
         render_rows(rows, "verified-ta check")

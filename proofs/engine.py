@@ -1,0 +1,494 @@
+"""The shared z3 engine behind every proof in ``proofs/`` (SPEC §4).
+
+A *statement* is built by a function ``build(values, ops, mutant)`` that applies the shipped code
+(``verified_ta.products``, ``verified_ta.gradient``) to numpy object arrays. The same builder runs
+
+- on arrays of z3 ``Real`` symbols: the engine asserts the hypotheses and the negation of
+  ``lhs == rhs`` and expects ``unsat`` (the identity holds at that shape);
+- on arrays of exact ``Fraction`` values read from a z3 model: the engine re-evaluates a refuted
+  negative control (``mutant=True``) and confirms it is a real counterexample, with a float64 replay.
+
+exp enters only through ``ops.exp``: an uninterpreted function in z3 with ground axiom instances
+(``E(t) > 0`` for every application, plus whatever instances the builder states as hypotheses);
+in a replay it is the model's interpretation of those same applications.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import z3
+
+__all__ = [
+    "Dual",
+    "lift",
+    "parts",
+    "purify",
+    "Ops",
+    "Statement",
+    "Outcome",
+    "SweptProof",
+    "SweepResult",
+    "ControlResult",
+    "DEFAULT_RLIMIT",
+    "check",
+    "prove_statement",
+    "run_control",
+    "sweep",
+    "shapes_up_to",
+    "to_smt2",
+    "query_smt2",
+    "cvc5_recheck",
+]
+
+DEFAULT_RLIMIT = 50_000_000  # z3 resource units per query (deterministic, unlike the soft timeout)
+DEFAULT_TIMEOUT_MS = 60_000
+
+
+class Dual:
+    """A dual number v + e·ε with ε² = 0 (forward-mode derivative; works on z3 terms and Fractions).
+
+    exp extends to duals by E(v + eε) = E(v)·E(eε) = E(v)(1 + eε): the ground instance of
+    E(a+b) = E(a)E(b) at (v, eε) together with E'(0) = 1 (see :meth:`Ops.exp_dual`).
+    """
+
+    __slots__ = ("v", "e")
+
+    def __init__(self, v: Any, e: Any = 0) -> None:
+        self.v, self.e = v, e
+
+    @staticmethod
+    def _lift(x: Any) -> "Dual":
+        return x if isinstance(x, Dual) else Dual(x, 0)
+
+    def __add__(self, o: Any) -> "Dual":
+        o = Dual._lift(o)
+        return Dual(self.v + o.v, self.e + o.e)
+
+    __radd__ = __add__
+
+    def __sub__(self, o: Any) -> "Dual":
+        o = Dual._lift(o)
+        return Dual(self.v - o.v, self.e - o.e)
+
+    def __rsub__(self, o: Any) -> "Dual":
+        return Dual._lift(o) - self
+
+    def __neg__(self) -> "Dual":
+        return Dual(-self.v, -self.e)
+
+    def __mul__(self, o: Any) -> "Dual":
+        o = Dual._lift(o)
+        return Dual(self.v * o.v, self.v * o.e + self.e * o.v)
+
+    __rmul__ = __mul__
+
+
+def lift(a: np.ndarray) -> np.ndarray:
+    """An array as :class:`Dual` entries with zero ε-part (z3 terms refuse to multiply a Dual from the left)."""
+    return np.vectorize(Dual._lift, otypes=[object])(a)
+
+
+def parts(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split an object array of :class:`Dual` into (values, ε-coefficients)."""
+    v = np.vectorize(lambda x: Dual._lift(x).v, otypes=[object])(a)
+    e = np.vectorize(lambda x: Dual._lift(x).e, otypes=[object])(a)
+    return v, e
+
+
+@dataclass
+class Ops:
+    """The non-polynomial operations a builder may use: exp (uninterpreted in z3) and fresh unknowns.
+
+    In z3 mode ``exp`` applies the uninterpreted ``E`` and records the application, ``unknown``
+    makes fresh Real symbols (for quantities defined implicitly by hypotheses, e.g. f·α = u).
+    In replay mode both read the model.
+    """
+
+    model: z3.ModelRef | None = None
+    exp_fn: z3.FuncDeclRef = field(default_factory=lambda: z3.Function("E", z3.RealSort(), z3.RealSort()))
+    exp_apps: list[z3.ArithRef] = field(default_factory=list)
+    unknowns: dict[str, np.ndarray] = field(default_factory=dict)
+    exp_table: dict[Fraction, Fraction] = field(default_factory=dict)
+    _pure: dict[int, z3.ArithRef] = field(default_factory=dict)
+
+    def purified(self, app: z3.ArithRef) -> z3.ArithRef:
+        """The fresh Real standing for the ground application ``app`` = E(t) (one per distinct term)."""
+        key = app.get_id()
+        if key not in self._pure:
+            self._pure[key] = z3.Real(f"E!{len(self._pure)}")
+        return self._pure[key]
+
+    @property
+    def symbolic(self) -> bool:
+        return self.model is None
+
+    def exp(self, t: Any) -> Any:
+        """E(t): uninterpreted in z3 (with E(t) > 0 asserted by the engine); the model's value in a replay."""
+        if self.symbolic:
+            app = self.exp_fn(t)
+            self.exp_apps.append(app)
+            return app
+        if t not in self.exp_table:
+            raise KeyError(f"model has no E value at {t}")
+        return self.exp_table[t]
+
+    def const(self, x: Fraction | int) -> Any:
+        """An exact rational constant (z3 RealVal in z3 mode, Fraction in a replay)."""
+        x = Fraction(x)
+        return z3.Q(x.numerator, x.denominator) if self.symbolic else x
+
+    def exp_dual(self, t: Dual) -> Dual:
+        """E on a dual number: E(v + eε) = E(v)(1 + eε) (ground instance of E(a+b)=E(a)E(b), E'(0)=1)."""
+        ev = self.exp(t.v)
+        return Dual(ev, ev * t.e)
+
+    def unknown(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """Fresh unknowns (symbols in z3, model values in a replay); constrain them with hypotheses."""
+        if self.symbolic:
+            arr = symbols(f"{name}!u", shape)
+            self.unknowns[name] = arr
+            return arr
+        return model_values(self.model, symbols(f"{name}!u", shape))
+
+
+@dataclass
+class Statement:
+    """``lhs == rhs`` (arrays of equal shape) under ``equalities`` (pairs) and ``positives`` (x > 0)."""
+
+    lhs: Any
+    rhs: Any
+    equalities: list[tuple[Any, Any]] = field(default_factory=list)
+    positives: list[Any] = field(default_factory=list)
+
+
+def symbols(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """An object array of z3 Reals named ``name_i_j``."""
+    out = np.empty(shape, dtype=object)
+    for idx in itertools.product(*(range(s) for s in shape)):
+        out[idx] = z3.Real("_".join([name, *map(str, idx)]))
+    return out
+
+
+def _value(v: z3.ExprRef) -> Fraction:
+    if z3.is_rational_value(v):
+        return Fraction(v.numerator_as_long(), v.denominator_as_long())
+    if z3.is_algebraic_value(v):
+        # irrational model value: the nearest rational within 2^-60 (reported; replay then is approximate)
+        return Fraction(v.approx(20).as_fraction())
+    raise ValueError(f"unexpected model value {v}")
+
+
+def model_values(model: z3.ModelRef, arr: np.ndarray) -> np.ndarray:
+    """Exact model values of an array of z3 terms (Fraction object array)."""
+    return np.vectorize(lambda t: _value(model.eval(t, model_completion=True)), otypes=[object])(arr)
+
+
+def _flat(x: Any) -> list[Any]:
+    return list(np.asarray(x, dtype=object).reshape(-1))
+
+
+def _as_z3(x: Any) -> z3.ArithRef:
+    return x if isinstance(x, z3.ExprRef) else z3.RealVal(x)
+
+
+@dataclass
+class Outcome:
+    """One solver answer: ``unsat`` (proved), ``sat`` (with model) or ``unknown``."""
+
+    status: str
+    seconds: float
+    model: z3.ModelRef | None = None
+    reason: str = ""
+
+
+def _hypotheses(st: Statement, ops: Ops) -> list[z3.BoolRef]:
+    hyps = [_as_z3(a) == _as_z3(b) for a, b in st.equalities]
+    hyps += [_as_z3(x) > 0 for x in st.positives]
+    hyps += [app > 0 for app in ops.exp_apps]  # ground instances of E(x) > 0
+    return hyps
+
+
+def _goal_negation(st: Statement) -> z3.BoolRef:
+    lhs, rhs = np.asarray(st.lhs, dtype=object), np.asarray(st.rhs, dtype=object)
+    if lhs.shape != rhs.shape:
+        raise ShapeMismatch(f"lhs shape {lhs.shape} != rhs shape {rhs.shape}")
+    if st.lhs is st.rhs:
+        raise ValueError("a proof must not compare an expression with itself")
+    return z3.Or([_as_z3(a) != _as_z3(b) for a, b in zip(_flat(lhs), _flat(rhs))])
+
+
+class ShapeMismatch(ValueError):
+    """The two sides have different shapes (a failed statement, not a solver question)."""
+
+
+def _solver(rlimit: int, timeout_ms: int) -> z3.Solver:
+    # eliminate defined variables (solve-eqs), bring everything to sum-of-monomials normal form
+    # (this decides polynomial identities), and hand what remains to nlsat
+    tactic = z3.Then("simplify", z3.With("solve-eqs", theory_solver=False), z3.With("simplify", som=True, som_blowup=1000), "tseitin-cnf", "nlsat")
+    s = tactic.solver()
+    s.set("rlimit", rlimit)
+    s.set("timeout", timeout_ms)
+    return s
+
+
+def purify(formulas: Sequence[z3.BoolRef], ops: "Ops", congruence: bool = False) -> list[z3.BoolRef]:
+    """Replace every ground application E(t) by a fresh Real ``E!k`` (nlsat has no uninterpreted functions).
+
+    Proofs drop the congruence axioms (t = t' ⇒ E(t) = E(t')): fewer hypotheses, so ``unsat`` stays a
+    proof. Negative controls add their ground instances (``congruence=True``) so a model is a function.
+    """
+    if not ops.exp_apps:
+        return list(formulas)
+    distinct = list({app.get_id(): app for app in ops.exp_apps}.values())
+    pairs = [(app, ops.purified(app)) for app in distinct]
+    out = [z3.substitute(f, *pairs) for f in formulas]
+    if congruence:
+        args = [z3.substitute(app.arg(0), *pairs) for app in distinct]
+        out += [
+            z3.Implies(args[a] == args[b], pairs[a][1] == pairs[b][1])
+            for a in range(len(distinct)) for b in range(a + 1, len(distinct))
+        ]
+    return out
+
+
+def check(
+    formulas: Sequence[z3.BoolRef], ops: "Ops | None" = None, rlimit: int = DEFAULT_RLIMIT,
+    timeout_ms: int = DEFAULT_TIMEOUT_MS, congruence: bool = False,
+) -> Outcome:
+    """Check satisfiability of ``formulas`` (E purified) under an rlimit (deterministic) and a soft timeout."""
+    s = _solver(rlimit, timeout_ms)
+    s.add(*(purify(formulas, ops, congruence) if ops else formulas))
+    t0 = time.perf_counter()
+    r = s.check()
+    dt = time.perf_counter() - t0
+    if r == z3.sat:
+        return Outcome("sat", dt, s.model())
+    if r == z3.unsat:
+        return Outcome("unsat", dt)
+    return Outcome("unknown", dt, reason=s.reason_unknown())
+
+
+Builder = Callable[[dict[str, np.ndarray], Ops, bool], Statement]
+
+
+@dataclass(frozen=True)
+class SweptProof:
+    """An identity proved at every shape with each dimension in 1..k (the shipped code, symbolically).
+
+    ``shapes(dims)`` names the symbolic inputs and their shapes; ``build`` applies the shipped code;
+    ``build(..., mutant=True)`` is the negative control described by ``control``, which must be ``sat``
+    at ``control_dims``.
+    """
+
+    spec_ids: tuple[str, ...]
+    name: str
+    statement: str
+    dims: tuple[str, ...]
+    shapes: Callable[[dict[str, int]], dict[str, tuple[int, ...]]]
+    build: Builder
+    control: str
+    control_dims: dict[str, int]
+    default_max: int = 3
+    dim_min: dict[str, int] = field(default_factory=dict)
+
+    def instantiate(self, dims: dict[str, int], mutant: bool = False) -> tuple[Statement, Ops, dict[str, np.ndarray]]:
+        ops = Ops()
+        values = {k: symbols(k, shp) for k, shp in self.shapes(dims).items()}
+        return self.build(values, ops, mutant), ops, values
+
+
+def shapes_up_to(dims: Sequence[str], k: int, dim_min: dict[str, int] | None = None) -> list[dict[str, int]]:
+    """Every assignment of the named dimensions to lo..k, ordered by largest dimension then lexicographically."""
+    lo = dim_min or {}
+    ranges = [range(lo.get(d, 1), k + 1) for d in dims]
+    combos = sorted(itertools.product(*ranges), key=lambda c: (max(c), c))
+    return [dict(zip(dims, c)) for c in combos]
+
+
+def prove_statement(
+    proof: SweptProof, dims: dict[str, int], rlimit: int = DEFAULT_RLIMIT, timeout_ms: int = DEFAULT_TIMEOUT_MS
+) -> tuple[Outcome, Outcome]:
+    """(proof outcome, vacuity outcome) at one shape: negation of lhs == rhs must be unsat, hypotheses sat."""
+    st, ops, _ = proof.instantiate(dims)
+    try:
+        negation = _goal_negation(st)
+    except ShapeMismatch as e:
+        return Outcome("sat", 0.0, reason=str(e)), Outcome("sat", 0.0)
+    hyps = _hypotheses(st, ops)
+    vac = check(hyps, ops, rlimit, timeout_ms, congruence=True) if hyps else Outcome("sat", 0.0, reason="no hypotheses")
+    return check([*hyps, negation], ops, rlimit, timeout_ms), vac
+
+
+@dataclass
+class ControlResult:
+    """A negative control: the mutated statement must be sat and its model a confirmed counterexample."""
+
+    status: str
+    confirmed: bool
+    exact_gap: float
+    float_gap: float
+    hypothesis_residual: float
+    seconds: float
+    detail: str = ""
+
+
+def _max_abs(xs: Iterable[Any]) -> float:
+    return max((abs(float(x)) for x in xs), default=0.0)
+
+
+def run_control(
+    proof: SweptProof, dims: dict[str, int] | None = None, rlimit: int = DEFAULT_RLIMIT, timeout_ms: int = DEFAULT_TIMEOUT_MS
+) -> ControlResult:
+    """Refute the mutated statement and replay the model exactly (Fractions) and in numpy float64."""
+    dims = dims or proof.control_dims
+    t0 = time.perf_counter()
+    st, ops, values = proof.instantiate(dims, mutant=True)
+    hyps = _hypotheses(st, ops)
+    out = check([*hyps, _goal_negation(st)], ops, rlimit, timeout_ms, congruence=True)
+    if out.status != "sat":
+        return ControlResult(out.status, False, 0.0, 0.0, 0.0, time.perf_counter() - t0, out.reason)
+    if exp_table(out.model, ops) is None:
+        return ControlResult("sat", False, 0.0, 0.0, 0.0, time.perf_counter() - t0, "model's E is not a function")
+    exact = replay(proof, out.model, ops, values, mutant=True, as_float=False)
+    floats = replay(proof, out.model, ops, values, mutant=True, as_float=True)
+    gap = _max_abs(np.asarray(exact.lhs, dtype=object).reshape(-1) - np.asarray(exact.rhs, dtype=object).reshape(-1))
+    residual = _max_abs(a - b for a, b in exact.equalities)
+    positive = all(x > 0 for x in exact.positives)
+    fgap = _max_abs(np.asarray(floats.lhs, dtype=float).reshape(-1) - np.asarray(floats.rhs, dtype=float).reshape(-1))
+    confirmed = gap > 0 and residual == 0 and positive and fgap > 0
+    detail = f"lhs≠rhs by {gap:.3g} (float64 replay {fgap:.3g}) at " + ", ".join(f"{k}={v}" for k, v in dims.items())
+    return ControlResult("sat", confirmed, gap, fgap, residual, time.perf_counter() - t0, detail)
+
+
+def exp_table(model: z3.ModelRef, ops: Ops) -> dict[Fraction, Fraction] | None:
+    """The model's E as a table argument → value, or None when it violates congruence or positivity."""
+    table: dict[Fraction, Fraction] = {}
+    for app in ops.exp_apps:
+        arg = _value(model.eval(purify([app.arg(0)], ops)[0], model_completion=True))
+        val = _value(model.eval(ops.purified(app), model_completion=True))
+        if table.setdefault(arg, val) != val or val <= 0:
+            return None
+    return table
+
+
+def replay(
+    proof: SweptProof, model: z3.ModelRef, ops: Ops, values: dict[str, np.ndarray], mutant: bool, as_float: bool
+) -> Statement:
+    """Re-run the builder on the model's values (exact Fractions, or numpy float64 when ``as_float``)."""
+    table = exp_table(model, ops) or {}
+    conv = (lambda a: np.asarray(a, dtype=float)) if as_float else (lambda a: a)
+    vals = {k: conv(model_values(model, v)) for k, v in values.items()}
+
+    class _Replay(Ops):
+        def unknown(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+            return conv(model_values(model, symbols(f"{name}!u", shape)))
+
+        def exp(self, t: Any) -> Any:
+            if not as_float:
+                return self.exp_table[t]
+            # float replay: the argument carries rounding, so take the nearest recorded argument
+            key = min(self.exp_table, key=lambda a: abs(float(a) - t))
+            return float(self.exp_table[key])
+
+    rops = _Replay(model=model, exp_table=table)
+    return proof.build(vals, rops, mutant)
+
+
+@dataclass
+class SweepResult:
+    """Outcome of proving one identity at every shape up to ``max_size``."""
+
+    status: str  # proved | failed | unknown
+    largest_size: int  # largest k with every shape in 1..k proved (0 if none)
+    shapes_proved: int
+    seconds: float
+    vacuity: str
+    failure: str = ""
+    smt2_example: str = ""
+
+
+def sweep(
+    proof: SweptProof,
+    max_size: int,
+    rlimit: int = DEFAULT_RLIMIT,
+    timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    on_shape: Callable[[dict[str, int]], None] | None = None,
+) -> SweepResult:
+    """Prove ``proof`` at every shape up to ``max_size``; stop at the first shape not proved."""
+    t0 = time.perf_counter()
+    proved, largest, vac_status = 0, 0, "sat"
+    shapes = shapes_up_to(proof.dims, max_size, proof.dim_min)
+    current = max(shapes[0].values()) if shapes else 0
+    for dims in shapes:
+        if on_shape:
+            on_shape(dims)
+        size = max(dims.values())
+        if size > current:
+            largest, current = current, size
+        res, vac = prove_statement(proof, dims, rlimit, timeout_ms)
+        if vac.status != "sat":
+            vac_status = vac.status
+            return SweepResult("failed", largest, proved, time.perf_counter() - t0, vac.status,
+                               f"hypotheses alone are {vac.status} at {dims} (vacuous)")
+        if res.status != "unsat":
+            why = "counterexample" if res.status == "sat" else f"unknown ({res.reason})"
+            status = "failed" if res.status == "sat" else "unknown"
+            return SweepResult(status, largest, proved, time.perf_counter() - t0, vac_status,
+                               f"{why} at {dims}{': ' + res.reason if res.reason and res.status == 'sat' else ''}")
+        proved += 1
+    largest = current
+    return SweepResult("proved", largest, proved, time.perf_counter() - t0, vac_status)
+
+
+def query_smt2(proof: SweptProof, dims: dict[str, int]) -> str:
+    """The (purified) query of ``proof`` at ``dims`` as SMT-LIB 2: hypotheses and the negated identity."""
+    st, ops, _ = proof.instantiate(dims)
+    return to_smt2(purify([*_hypotheses(st, ops), _goal_negation(st)], ops))
+
+
+def to_smt2(formulas: Sequence[z3.BoolRef]) -> str:
+    """SMT-LIB 2 text of a query (for a second solver)."""
+    s = z3.Solver()
+    s.add(*formulas)
+    return s.to_smt2()
+
+
+def cvc5_recheck(smt2: str, logic: str = "QF_NRA", timeout_s: float = 60.0) -> str:
+    """Re-check an exported query with cvc5: 'unsat' / 'sat' / 'unknown', or 'skipped' when cvc5 is absent.
+
+    Uses the ``cvc5`` executable when on PATH, else the ``cvc5`` Python module's SMT-LIB parser.
+    """
+    import shutil
+    import subprocess
+
+    text = smt2 if "(set-logic" in smt2 else f"(set-logic {logic})\n{smt2}"
+    exe = shutil.which("cvc5")
+    if exe:
+        r = subprocess.run([exe, "--lang", "smt2", f"--tlimit={int(timeout_s * 1000)}"], input=text,
+                           capture_output=True, text=True, timeout=timeout_s + 10)
+        last = r.stdout.strip().splitlines()[-1:] or ["unknown"]
+        return last[0] if last[0] in ("sat", "unsat") else "unknown"
+    try:
+        import cvc5  # type: ignore[import-not-found]
+    except ImportError:
+        return "skipped"
+    tm = cvc5.TermManager()
+    solver = cvc5.Solver(tm)
+    solver.setOption("tlimit", str(int(timeout_s * 1000)))
+    parser = cvc5.InputParser(solver)
+    parser.setStringInput(cvc5.InputLanguage.SMT_LIB_2_6, text, "verified-ta")
+    sm = parser.getSymbolManager()
+    result = None
+    while True:
+        cmd = parser.nextCommand()
+        if cmd.isNull():
+            break
+        cmd.invoke(solver, sm)
+    result = solver.checkSat()
+    return "unsat" if result.isUnsat() else "sat" if result.isSat() else "unknown"

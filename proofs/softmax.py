@@ -1,0 +1,311 @@
+"""Softmax Jacobian and the gradient factorisation on the shipped chain (T14–T16, SPEC §3 coordinate chain, L1–L3, L6).
+
+Derivatives are dual numbers (:class:`proofs.engine.Dual`) pushed through the shipped code; exp is the
+uninterpreted ``E`` with ground instances only. No query divides: the softmax f = u/α (α = u 1) is the pair
+(f, α) with hypotheses E(z) = α∘f, α > 0, f 1 = 1 (every positive u has exactly one such pair: P18 proves
+the quotient form implies it), and a derivative f' is pinned by its defining equation (f·α)' = u', i.e.
+f'·α + f·α' = u', whose solution is unique because α > 0. A claimed f' is proved by showing it solves that
+equation.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+from verified_ta.gradient import chain_terms, compose_X, compose_Y, factor_gradients, gradient_from_p, value_factor_gradients
+from verified_ta.products import kron, vec
+from verified_ta.spec import spec
+
+from .engine import Dual, Ops, Statement, SweptProof, lift, parts
+
+__all__ = ["PROOFS"]
+
+V = dict[str, np.ndarray]
+
+
+def _flat(*arrays: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.asarray(a, dtype=object).reshape(-1) for a in arrays])
+
+
+def _unit(shape: tuple[int, ...], index: tuple[int, ...]) -> np.ndarray:
+    e = np.zeros(shape, dtype=int).astype(object)
+    e[index] = 1
+    return e
+
+
+def _perturb(x: np.ndarray, index: tuple[int, ...]) -> np.ndarray:
+    """x + ε·e_index as a Dual array (forward derivative along one coordinate)."""
+    return np.vectorize(Dual, otypes=[object])(x, _unit(x.shape, index))
+
+
+def _softmax(u: np.ndarray, ops: Ops, name: str) -> tuple[np.ndarray, np.ndarray, Statement]:
+    """Row-wise softmax of u = E(z) as unknowns (f, α) with hypotheses u = α∘f, f 1 = 1, α > 0 (see module doc).
+
+    Returns f, α and a Statement carrying only those hypotheses (merge with :func:`_with`).
+    """
+    n, m = u.shape
+    f, alpha = ops.unknown(name, (n, m)), ops.unknown(f"{name}_alpha", (n,))
+    eqs = [(u[j, k], alpha[j] * f[j, k]) for j in range(n) for k in range(m)]
+    eqs += [(f[j].sum(), 1) for j in range(n)]
+    return f, alpha, Statement(None, None, eqs, list(alpha))
+
+
+def _with(st: Statement, hyps: Statement) -> Statement:
+    st.equalities += hyps.equalities
+    st.positives += hyps.positives
+    return st
+
+
+@spec("T14")
+def t14_inner_products(v: V, ops: Ops, mutant: bool) -> Statement:
+    """⟨x∘y, z⟩ = x^T diag(y) z = ⟨x, y∘z⟩ and ⟨x, y⟩ = ⟨x∘y, 1⟩; control: diag(y) dropped (x^T z)."""
+    x, y, z = v["x"], v["y"], v["z"]
+    middle = x @ z if mutant else x @ np.diag(y) @ z
+    ones = np.ones(x.shape[0], dtype=int).astype(object)
+    return Statement(_flat((x * y) @ z, (x * y) @ z, x @ y), _flat(middle, x @ (y * z), (x * y) @ ones))
+
+
+@spec("T15")
+def t15_softmax_jacobian(v: V, ops: Ops, mutant: bool) -> Statement:
+    """∂f_i/∂z_j = f_i(δ_ij − f_j) for f = softmax(z), u = E(z): J solves (f·α)' = u' along each z_j (dual numbers).
+
+    Control: f_i(δ_ij − f_i) (wrong index).
+    """
+    z = v["z"]
+    n = z.shape[0]
+    f, alpha, hyps = _softmax(np.array([[ops.exp(t) for t in z]], dtype=object), ops, "f")
+    f, alpha = f[0], alpha[0]
+    delta = np.eye(n, dtype=int).astype(object)
+    jac = f[:, None] * (delta - (f[:, None] if mutant else f[None, :]))
+    lhs, rhs = [], []
+    for j in range(n):
+        du = parts(np.array([ops.exp_dual(t) for t in _perturb(z, (j,))], dtype=object))[1]
+        lhs.append(jac[:, j] * alpha + f * du.sum())  # J_{:,j}·α + f·α'
+        rhs.append(du)
+    return _with(Statement(_flat(*lhs), _flat(*rhs)), hyps)
+
+
+@spec("P18", "T16")
+def p18_softmax_quotient(v: V, ops: Ops, mutant: bool) -> Statement:
+    """The quotient form f·(u 1) = u with u = E(z) > 0 gives f 1 = 1 (the parametrisation the other proofs use).
+
+    Control: f 1 = 1 claimed for f·(u 1 + u_0) = u (a wrong normaliser).
+    """
+    z = v["z"]
+    u = np.vectorize(ops.exp, otypes=[object])(z)
+    f = ops.unknown("f", z.shape)
+    alpha = u.sum(axis=1) + (u[:, 0] if mutant else 0)
+    eqs = [(f[j, k] * alpha[j], u[j, k]) for j in range(z.shape[0]) for k in range(z.shape[1])]
+    return Statement(f.sum(axis=1), np.ones(z.shape[0], dtype=int).astype(object), equalities=eqs)
+
+
+@spec("T15")
+def t15_jacobian_psd(v: V, ops: Ops, mutant: bool) -> Statement:
+    """x^T(diag(f) − ff^T)x = ½ Σ_ij f_i f_j (x_i − x_j)² when Σf = 1 (sum of squares: the Jacobian is PSD for f ≥ 0).
+
+    Control: the factor ½ dropped.
+    """
+    f, x = v["f"], v["x"]
+    n = f.shape[0]
+    half = ops.const(1 if mutant else Fraction(1, 2))
+    sos = sum(f[i] * f[j] * (x[i] - x[j]) * (x[i] - x[j]) for i in range(n) for j in range(n)) * half
+    quad = x @ (np.diag(f) - f[:, None] * f[None, :]) @ x
+    return Statement(np.array([quad], dtype=object), np.array([sos], dtype=object), equalities=[(f.sum(), 1)])
+
+
+@spec("T16", "P25")
+def t16_jacobian_product_and_row_sums(v: V, ops: Ops, mutant: bool) -> Statement:
+    """Rows of the shipped p equal (diag(f_j0) − f_j0 f_j0^T) q_j0, and rows of p sum to 0 when rows of f sum to 1.
+
+    p comes from ``chain_terms(f, h, E)``. Control: p2 with column instead of row scaling (p1 − f·diag(1^T p1)).
+    """
+    f, h, e = v["f"], v["h"], v["E"]
+    t = chain_terms(f, h, e)
+    p = t.p1 - f * t.p1.sum(axis=0)[None, :] if mutant else t.p
+    jac_q = np.stack([(np.diag(f[j]) - f[j][:, None] * f[j][None, :]) @ t.q[j] for j in range(f.shape[0])])
+    zeros = np.zeros(f.shape[0], dtype=int).astype(object)
+    return Statement(_flat(jac_q, p.sum(axis=1)), _flat(p, zeros), equalities=[(f[j].sum(), 1) for j in range(f.shape[0])])
+
+
+def _big(a1: np.ndarray, a2: np.ndarray, a3: np.ndarray) -> np.ndarray:
+    """𝔸 = A1⊗A2⊗A3 (n³ × d³; block j0 = rows j0·n² … (j0+1)·n² − 1)."""
+    return kron(kron(a1, a2), a3)
+
+
+def _scores(a1, a2, a3, x, s):
+    """z = s · A1 X (A2⊗A3)^T (SPEC §3)."""
+    return (a1 @ x @ kron(a2, a3).T) * s
+
+
+@spec("L1", "T15", "T7")
+def chain_coordinate_derivatives(v: V, ops: Ops, mutant: bool) -> Statement:
+    """SPEC §3 lemma chain per coordinate x_i of vec(X), with exp uninterpreted:
+
+    du_j0/dx_i = s·𝔸_j0,i ∘ u_j0;  dα_j0/dx_i = ⟨s·𝔸_j0,i, u_j0⟩;  df_j0/dx_i = s·𝔸_j0,i ∘ f_j0 − ⟨s·𝔸_j0,i, f_j0⟩ f_j0,
+    derivatives taken by dual numbers through the scores z = s·A1 X (A2⊗A3)^T (dα = Σ du; df is proved by
+    solving df·α + f·dα = du). Control: the 1/d scale missing in the claim.
+    """
+    a1, a2, a3, x = v["A1"], v["A2"], v["A3"], v["X"]
+    n, d = a1.shape
+    s = ops.const(Fraction(1, d))
+    f, alpha, hyps = _softmax(np.vectorize(ops.exp, otypes=[object])(_scores(a1, a2, a3, x, s)), ops, "f")
+    big = _big(a1, a2, a3)
+    claimed = ops.const(1) if mutant else s
+    lhs, rhs = [], []
+    for i in range(d * d * d):
+        zd = _scores(lift(a1), a2, a3, _perturb(x, np.unravel_index(i, x.shape)), s)
+        uv, ue = parts(np.vectorize(ops.exp_dual, otypes=[object])(zd))
+        col = big[:, i].reshape(n, n * n) * claimed  # s·𝔸_{j0,i} for every j0
+        du = col * uv
+        dalpha = du.sum(axis=1)
+        df = col * f - (col * f).sum(axis=1)[:, None] * f
+        lhs += [ue, df * alpha[:, None] + f * dalpha[:, None]]  # du; df·α + f·α'
+        rhs += [du, ue]  # claimed du; u'
+    return _with(Statement(_flat(*lhs), _flat(*rhs)), hyps)
+
+
+@spec("L1", "T16")
+def chain_closed_form_gradient(v: V, ops: Ops, mutant: bool) -> Statement:
+    """dLoss/dx_i (dual numbers through the shipped ``chain_terms`` with df from the lemma above)
+    = s·Σ_j0,i0 c[j0,i0]·𝔸_j0,i^T(diag(f_j0) − f_j0 f_j0^T)h_i0 (coordinate form)
+    = vec(``gradient_from_p``(A1, A2, A3, p, s)) (L1) for every f, E, Y. Control: L1 without the 1/d.
+    """
+    a1, a2, a3, a4, a5, e, y, f = (v[k] for k in ("A1", "A2", "A3", "A4", "A5", "E", "Y", "f"))
+    n, d = a1.shape
+    s = ops.const(Fraction(1, d))
+    h = kron(a4, a5) @ y
+    t = chain_terms(f, h, e)
+    grad = vec(gradient_from_p(a1, a2, a3, t.p, ops.const(1) if mutant else s))
+    big = _big(a1, a2, a3)
+    derivative, coordinate = [], []
+    for i in range(d * d * d):
+        col = big[:, i].reshape(n, n * n) * s
+        df = col * f - (col * f).sum(axis=1)[:, None] * f
+        c = chain_terms(np.vectorize(Dual, otypes=[object])(f, df), h, e).c
+        derivative.append(sum(ci.v * ci.e for ci in c.reshape(-1)))  # d/dx_i of ½‖c‖²
+        coordinate.append(
+            sum(col[j0] @ ((np.diag(f[j0]) - f[j0][:, None] * f[j0][None, :]) @ (h @ t.c[j0])) for j0 in range(n))
+        )
+    return Statement(_flat(derivative, coordinate), _flat(grad, grad))
+
+
+@spec("L2")
+def l2_factor_chain_rule(v: V, ops: Ops, mutant: bool) -> Statement:
+    """d/dX_k ⟨G, X1(X2⊘X3)^T⟩ (dual numbers through ``compose_X``) = ``factor_gradients``(G, X1, X2, X3);
+    control: X2 and X3 swapped in the call."""
+    g, x1, x2, x3 = v["G"], v["X1"], v["X2"], v["X3"]
+    got = factor_gradients(g, x1, x3, x2) if mutant else factor_gradients(g, x1, x2, x3)
+    derivs = []
+    for which, xk in enumerate((x1, x2, x3)):
+        dk = np.empty(xk.shape, dtype=object)
+        for idx in np.ndindex(*xk.shape):
+            xs = [x1, x2, x3]
+            xs[which] = _perturb(xk, idx)
+            dk[idx] = (lift(g) * compose_X(*map(lift, xs))).sum().e
+        derivs.append(dk)
+    return Statement(_flat(*derivs), _flat(*got))
+
+
+@spec("L3")
+def l3_value_chain_rule(v: V, ops: Ops, mutant: bool) -> Statement:
+    """dLoss/dY = (A4⊗A5)^T f^T c (dual numbers through the shipped ``chain_terms``), and
+    d/dY_k ⟨dY, Y1⊘Y2⟩ = ``value_factor_gradients``(dY, Y1, Y2); control: f c^T instead of f^T c (wrong index order)."""
+    a4, a5, e, f, y, dy, y1, y2 = (v[k] for k in ("A4", "A5", "E", "f", "Y", "dY", "Y1", "Y2"))
+    k45 = kron(a4, a5)
+    c = chain_terms(f, k45 @ y, e).c
+    dY = np.empty(y.shape, dtype=object)
+    for idx in np.ndindex(*y.shape):
+        cd = chain_terms(lift(f), lift(k45) @ _perturb(y, idx), e).c
+        dY[idx] = sum(ci.v * ci.e for ci in cd.reshape(-1))
+    formula = k45.T @ (f.T @ c)
+    dfac = []
+    for which, yk in enumerate((y1, y2)):
+        dk = np.empty(yk.shape, dtype=object)
+        for idx in np.ndindex(*yk.shape):
+            ys = [y1, y2]
+            ys[which] = _perturb(yk, idx)
+            dk[idx] = (lift(dy) * compose_Y(*map(lift, ys))).sum().e
+        dfac.append(dk)
+    got = value_factor_gradients(dy, y2, y1) if mutant else value_factor_gradients(dy, y1, y2)
+    return Statement(_flat(dY, *dfac), _flat(formula, *got))
+
+
+@spec("L6", "P21")
+def l6_shift_cancels(v: V, ops: Ops, mutant: bool) -> Statement:
+    """softmax(z + M) = softmax(z) from the ground instances E(z_k + M) = E(z_k)·E(M) (the e^{−M} of L6 cancels).
+
+    Control: softmax of u∘u (E(2z) in place of E(z + M)).
+    """
+    z, m = v["z"], v["M"][0]
+    em = ops.exp(m)
+    u = np.array([[ops.exp(t) for t in z]], dtype=object)
+    shifted = np.array([[ops.exp(t + m) for t in z]], dtype=object)
+    f, _, hyps = _softmax(u, ops, "f")
+    g, _, hyps_g = _softmax(shifted if not mutant else u * u, ops, "g")
+    st = Statement(g, f, equalities=[(shifted[0, k], u[0, k] * em) for k in range(z.shape[0])])  # E(a+b) = E(a)E(b)
+    return _with(_with(st, hyps), hyps_g)
+
+
+PROOFS: list[SweptProof] = [
+    SweptProof(
+        ("T14",), "T14 inner products", "⟨x∘y,z⟩ = x^T diag(y) z = ⟨x,y∘z⟩; ⟨x,y⟩ = ⟨x∘y,1⟩", ("n",),
+        lambda s: {"x": (s["n"],), "y": (s["n"],), "z": (s["n"],)},
+        t14_inner_products, "diag(y) dropped: x^T z", dict(n=2), default_max=12,
+    ),
+    SweptProof(
+        ("T15",), "T15 softmax Jacobian", "∂f_i/∂z_j = f_i(δ_ij − f_j), f = E(z)/ΣE(z)", ("n",),
+        lambda s: {"z": (s["n"],)}, t15_softmax_jacobian, "wrong index: f_i(δ_ij − f_i)", dict(n=2),
+        default_max=6,
+    ),
+    SweptProof(
+        ("P18", "T16"), "P18 softmax rows sum to 1", "f·(E(z) 1) = E(z) ⇒ f 1 = 1", ("n", "m"),
+        lambda s: {"z": (s["n"], s["m"])}, p18_softmax_quotient, "wrong normaliser", dict(n=1, m=2), default_max=4,
+    ),
+    SweptProof(
+        ("T15",), "T15 Jacobian is PSD (SOS)", "x^T(diag f − ff^T)x = ½Σ f_i f_j (x_i−x_j)² ≥ 0 when Σf = 1", ("n",),
+        lambda s: {"f": (s["n"],), "x": (s["n"],)}, t15_jacobian_psd, "½ dropped", dict(n=2), default_max=8,
+    ),
+    SweptProof(
+        ("T16", "P25"), "T16 Jacobian product; rows of p sum to 0",
+        "(diag(f)−ff^T)q = f∘q − ⟨f,q⟩f = p (shipped chain); p 1 = 0", ("n", "m", "d"),
+        lambda s: {"f": (s["n"], s["m"]), "h": (s["m"], s["d"]), "E": (s["n"], s["d"])},
+        t16_jacobian_product_and_row_sums, "column instead of row scaling in p2", dict(n=1, m=2, d=1),
+        default_max=4,
+    ),
+    SweptProof(
+        ("L1", "T15", "T7"), "§3 coordinate derivatives du, dα, df",
+        "du/dx_i = s𝔸_i∘u; dα/dx_i = ⟨s𝔸_i,u⟩; df/dx_i = s𝔸_i∘f − ⟨s𝔸_i,f⟩f", ("n", "d"),
+        lambda s: {"A1": (s["n"], s["d"]), "A2": (s["n"], s["d"]), "A3": (s["n"], s["d"]), "X": (s["d"], s["d"] ** 2)},
+        chain_coordinate_derivatives, "missing 1/d", dict(n=1, d=2), default_max=3,
+    ),
+    SweptProof(
+        ("L1", "T16"), "§3 dLoss/dx = coordinate form = L1",
+        "d½‖fh−E‖²/dx_i = sΣc𝔸^T(diag f − ff^T)h = vec((1/d)A1^T p (A2⊗A3))_i", ("n", "d"),
+        lambda s: {
+            "A1": (s["n"], s["d"]), "A2": (s["n"], s["d"]), "A3": (s["n"], s["d"]), "A4": (s["n"], s["d"]),
+            "A5": (s["n"], s["d"]), "E": (s["n"], s["d"]), "Y": (s["d"] ** 2, s["d"]), "f": (s["n"], s["n"] ** 2),
+        },
+        chain_closed_form_gradient, "missing 1/d", dict(n=1, d=2), default_max=2,
+    ),
+    SweptProof(
+        ("L2",), "L2 chain rule to X1, X2, X3", "∂⟨G, X1(X2⊘X3)^T⟩/∂X_k = factor_gradients(G, X1, X2, X3)", ("d",),
+        lambda s: {"G": (s["d"], s["d"] ** 2), "X1": (s["d"], s["d"]), "X2": (s["d"], s["d"]), "X3": (s["d"], s["d"])},
+        l2_factor_chain_rule, "X2, X3 swapped in the call", dict(d=2), default_max=3,
+    ),
+    SweptProof(
+        ("L3",), "L3 gradient in Y, Y1, Y2", "dLoss/dY = (A4⊗A5)^T f^T c; ∂⟨dY, Y1⊘Y2⟩/∂Y_k = value_factor_gradients",
+        ("n", "d"),
+        lambda s: {
+            "A4": (s["n"], s["d"]), "A5": (s["n"], s["d"]), "E": (s["n"], s["d"]), "f": (s["n"], s["n"] ** 2),
+            "Y": (s["d"] ** 2, s["d"]), "dY": (s["d"] ** 2, s["d"]), "Y1": (s["d"], s["d"]), "Y2": (s["d"], s["d"]),
+        },
+        l3_value_chain_rule, "Y1, Y2 swapped in the call", dict(n=1, d=2), default_max=3,
+    ),
+    SweptProof(
+        ("L6", "P21"), "L6 shift cancels", "softmax(z + M) = softmax(z) given E(z_k+M) = E(z_k)E(M)", ("n",),
+        lambda s: {"z": (s["n"],), "M": (1,)}, l6_shift_cancels, "E(2z) in place of E(z+M)", dict(n=2),
+        default_max=5,
+    ),
+]

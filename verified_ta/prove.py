@@ -1,0 +1,140 @@
+"""Run the z3 proofs of ``proofs/`` (SPEC §4 T1–T17, §3 chain, L1–L3, L6) and report one record per proof.
+
+Swept proofs hold at every shape with each dimension in 1..k (the shipped code on z3 symbols); all-sizes
+proofs hold for every size (symbolic integers, induction). Every proof also runs its negative control, which
+must be refuted with a counterexample confirmed by an exact and a float64 replay. z3 is imported lazily.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from .report import CheckRow
+from .spec import SPEC_IDS
+from .validation import check_positive_int
+
+__all__ = ["ProofRecord", "catalogue", "run_proofs", "quick_prove_rows", "QUICK_MAX_SIZE"]
+
+QUICK_MAX_SIZE = 2
+
+
+@dataclass
+class ProofRecord:
+    """One proof: what it states, at which sizes, the verdict, and its negative control."""
+
+    spec_ids: list[str]
+    name: str
+    statement: str
+    scope: str  # "all sizes" | "swept"
+    sizes: str
+    largest_size: int | None
+    result: str  # proved | failed | unknown
+    seconds: float
+    vacuity: str
+    negative_control: str
+    control_confirmed: bool
+    second_solver: str = "skipped"
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.result == "proved" and self.control_confirmed
+
+
+def catalogue() -> list[Any]:
+    """Every proof object (:class:`proofs.engine.SweptProof` or :class:`proofs.allsizes.AllSizesProof`)."""
+    from proofs import hadamard, index_maps, induction, products, softmax, vec_trick
+
+    swept = [*products.PROOFS, *hadamard.PROOFS, *vec_trick.PROOFS, *softmax.PROOFS, *index_maps.PROOFS]
+    return [*index_maps.ALL_SIZES, *induction.ALL_SIZES, *swept]
+
+
+def _selected(proofs: list[Any], only: Sequence[str] | None) -> list[Any]:
+    if not only:
+        return proofs
+    unknown = [i for i in only if i not in SPEC_IDS]
+    if unknown:
+        raise ValueError(f"only must list SPEC IDs (e.g. T1, T17, L1); unknown: {unknown}")
+    chosen = [p for p in proofs if set(p.spec_ids) & set(only)]
+    if not chosen:
+        raise ValueError(f"only: no proof covers {list(only)}; proved IDs: {sorted({i for p in proofs for i in p.spec_ids})}")
+    return chosen
+
+
+def _cvc5_available() -> bool:
+    return shutil.which("cvc5") is not None or importlib.util.find_spec("cvc5") is not None
+
+
+def _control_text(c: Any, description: str) -> str:
+    if c.status == "sat" and c.confirmed:
+        return f"refuted ({description}); {c.detail}"
+    return f"NOT refuted ({description}): {c.status} {c.detail}".strip()
+
+
+def _run_one(proof: Any, max_size: int | None, rlimit: int, timeout_ms: int, second_solver: bool) -> ProofRecord:
+    from proofs import engine
+    from proofs.allsizes import AllSizesProof, prove_all_sizes, run_all_sizes_control
+
+    if isinstance(proof, AllSizesProof):
+        r = prove_all_sizes(proof, rlimit, timeout_ms)
+        c = run_all_sizes_control(proof, rlimit, timeout_ms)
+        return ProofRecord(list(proof.spec_ids), proof.name, proof.statement, "all sizes",
+                           f"every size ({r.obligations} obligations)", None, r.status, r.seconds + c.seconds,
+                           r.vacuity, _control_text(c, proof.control), c.confirmed, "skipped", r.failure)
+    k = proof.default_max if max_size is None else max_size
+    r = engine.sweep(proof, k, rlimit, timeout_ms)
+    c = engine.run_control(proof, None, rlimit, timeout_ms)
+    shapes = engine.shapes_up_to(proof.dims, k, proof.dim_min)
+    sizes = f"{','.join(proof.dims)} ∈ 1..{r.largest_size} ({r.shapes_proved}/{len(shapes)} shapes)"
+    other = "skipped (cvc5 not installed)"
+    if second_solver and _cvc5_available() and r.status == "proved":
+        other = f"cvc5: {engine.cvc5_recheck(engine.query_smt2(proof, shapes[-1]))}"
+    return ProofRecord(list(proof.spec_ids), proof.name, proof.statement, "swept", sizes, r.largest_size, r.status,
+                       r.seconds + c.seconds, r.vacuity, _control_text(c, proof.control), c.confirmed, other, r.failure,
+                       {"max_size": k})
+
+
+def run_proofs(
+    max_size: int | None = None,
+    only: Sequence[str] | None = None,
+    rlimit: int | None = None,
+    timeout_ms: int | None = None,
+    second_solver: bool = True,
+    on_start: Callable[[Any], None] | None = None,
+) -> list[ProofRecord]:
+    """Run the proofs covering ``only`` (SPEC IDs; all when empty), sweeping each dimension over 1..max_size.
+
+    ``max_size=None`` uses each proof's default (chosen so the whole default run takes well under 2 minutes
+    on 2 cores). ``second_solver`` re-checks swept proofs with cvc5 when it is installed.
+    """
+    from proofs import engine
+
+    if max_size is not None:
+        check_positive_int("max_size", max_size)
+    rl = engine.DEFAULT_RLIMIT if rlimit is None else check_positive_int("rlimit", rlimit)
+    tm = engine.DEFAULT_TIMEOUT_MS if timeout_ms is None else check_positive_int("timeout_ms", timeout_ms)
+    records = []
+    for proof in _selected(catalogue(), only):
+        if on_start:
+            on_start(proof)
+        records.append(_run_one(proof, max_size, rl, tm, second_solver))
+    return records
+
+
+def quick_prove_rows() -> list[CheckRow]:
+    """A quick prove run for ``verified-ta check`` (< ~20 s): every proof at sizes ≤ 2, controls included."""
+    t0 = time.perf_counter()
+    rows = []
+    for rec in run_proofs(max_size=QUICK_MAX_SIZE, second_solver=False):
+        rows.append(CheckRow.compare(
+            rec.spec_ids[0], f"z3: {rec.name}", 0.0 if rec.passed else float("inf"), 0.0,
+            f"{rec.result} ({rec.scope}: {rec.sizes}); control {'confirmed' if rec.control_confirmed else 'FAILED'}",
+            spec_ids=rec.spec_ids, seconds=rec.seconds,
+        ))
+    rows[-1].extra["total_seconds"] = time.perf_counter() - t0
+    return rows
