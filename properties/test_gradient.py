@@ -224,29 +224,32 @@ def _mp_grad(mp_inputs, s):
     return gr.gradient_from_p(mp_inputs[0], mp_inputs[1], mp_inputs[2], t.p, s), t
 
 
-@spec("P27")
-@given(objective_inputs(), objective_inputs(), st.fractions(0, 1, max_denominator=16))
-def test_p27_gradient_is_affine_in_E(inputs, other, t):
+def check_affine_in_E(inputs, E2, w) -> tuple[float, float]:
+    """P27 in mpmath: G((1−w)E + wE2) = (1−w)G(E) + wG(E2), relative to the working precision."""
     mp = [to_mp(x) for x in inputs]
-    if other[5].shape != inputs[5].shape:
-        other = inputs[:5] + (inputs[5].flip(0),) + inputs[6:]
-    E2 = to_mp(other[5])
+    E2 = to_mp(E2)
     with mpmath.workdps(DPS):
         s = mpmath.mpf(1) / mp[0].shape[1]
-        w = mpmath.mpf(t.numerator) / t.denominator
+        w = mpmath.mpf(w.numerator) / w.denominator
         G1, _ = _mp_grad(mp, s)
         G2, _ = _mp_grad(mp[:5] + [E2] + mp[6:], s)
         Gw, _ = _mp_grad(mp[:5] + [(1 - w) * mp[5] + w * E2] + mp[6:], s)
         gap = max(abs(x) for x in (Gw - ((1 - w) * G1 + w * G2)).ravel())
         mag = 1 + max(abs(x) for x in np.concatenate([G1.ravel(), G2.ravel()]))
         n = mp[0].shape[0]
-        assert gap <= mp_tol(mag, 8 * n**3 + 40)
+        return float(gap / mp_tol(mag, 8 * n**3 + 40)), 1.0
 
 
-@spec("P28")
-@given(objective_inputs())
-@_examples
-def test_p28_gradient_vanishes_when_target_is_attained(inputs):
+@spec("P27")
+@given(objective_inputs(), objective_inputs(), st.fractions(0, 1, max_denominator=16))
+def test_p27_gradient_is_affine_in_E(inputs, other, w):
+    E2 = other[5] if other[5].shape == inputs[5].shape else inputs[5].flip(0)
+    ratio, tol = check_affine_in_E(inputs, E2, w)
+    assert ratio <= tol
+
+
+def check_zero_at_target(inputs) -> tuple[float, float]:
+    """P28 in mpmath: with E = f h the residual c and the gradient G vanish up to their propagated rounding."""
     mp = [to_mp(x) for x in inputs]
     with mpmath.workdps(DPS):
         n, d = mp[0].shape
@@ -255,11 +258,20 @@ def test_p28_gradient_vanishes_when_target_is_attained(inputs):
         G, t0 = _mp_grad(mp[:5] + [t.f @ t.h] + mp[6:], s)
         # c is pure rounding noise: |c| <= γ_{n²+2}·(|f||h| + |E|); it propagates to |p| <= 2 f·max_row|q|
         c_bound = mp_tol(2 * (np.abs(t0.f) @ np.abs(t0.h)), n * n + 2)
-        assert all(abs(x) <= b for x, b in zip(t0.c.ravel(), c_bound.ravel()))
         q_bound = c_bound @ np.abs(t0.h).T
         p_bound = 2 * t0.f * np.array([max(row) for row in q_bound], dtype=object)[:, None] + mp_tol(np.abs(t0.p), 4)
         G_bound = mp_tol(1, 0) + (np.abs(mp[0]).T @ p_bound @ gr.kron(np.abs(mp[1]), np.abs(mp[2]))) * s * (1 + mp_tol(1, n**3 + 4))
-        assert all(abs(x) <= b for x, b in zip(G.ravel(), G_bound.ravel()))
+        ratios = [abs(x) / b for x, b in zip(t0.c.ravel(), c_bound.ravel())]
+        ratios += [abs(x) / b for x, b in zip(G.ravel(), G_bound.ravel())]
+        return float(max(ratios)), 1.0
+
+
+@spec("P28")
+@given(objective_inputs())
+@_examples
+def test_p28_gradient_vanishes_when_target_is_attained(inputs):
+    ratio, tol = check_zero_at_target(inputs)
+    assert ratio <= tol
 
 
 # ---------------------------------------------------------------- P29: L2, L3, L4

@@ -59,15 +59,19 @@ def test_column_scaling_in_p2_is_caught_by_p25_and_p24(monkeypatch):
     assert gap > tol, "P24 (finite differences) must reject column scaling in p2"
 
 
-@spec("P24", "L1")
-def test_missing_scale_is_caught_by_p24(monkeypatch):
+@spec("P24", "P26", "L1")
+def test_missing_scale_is_caught_by_p24_and_p26(monkeypatch):
     x = _inputs()
     assert props.check_closed_form_vs_autograd(x)[0] <= 1
+    gap, tol = props.check_directional_derivative(x, x[6])
+    assert gap <= tol
     monkeypatch.setattr(gr, "gradient_from_p", gradient_without_scale)
     ratio, tol = props.check_closed_form_vs_autograd(x)
     assert ratio > tol, "P24 (autograd) must reject a missing 1/d"
     gap, tol = props.check_closed_form_vs_finite_differences(x)
     assert gap > tol, "P24 (finite differences) must reject a missing 1/d"
+    gap, tol = props.check_directional_derivative(x, x[6])
+    assert gap > tol, "P26 (directional derivative) must reject a missing 1/d"
 
 
 @spec("T8", "T1")
@@ -77,3 +81,54 @@ def test_swapped_value_order_is_caught_by_t8(monkeypatch):
     monkeypatch.setattr(gr, "objective_terms", objective_with_swapped_values)
     ratio, tol = props.check_objective_is_tensor_attention(x, f)
     assert ratio > tol, "T8 (objective = tensor attention) must reject swapped ⊘ order of V"
+
+
+def chain_with_absolute_r(f, h, E):
+    """Planted bug: r = Σ|p1| (a magnitude) instead of Σ p1 — G stops being affine in E."""
+    t = _genuine_chain(f, h, E)
+    r = abs(t.p1).sum(axis=1)
+    p2 = r[:, None] * f
+    return gr.ChainTerms(f=t.f, h=t.h, c=t.c, q=t.q, p1=t.p1, r=r, p2=p2, p=t.p1 - p2)
+
+
+def chain_ignoring_target(f, h, E):
+    """Planted bug: c = f h (E never subtracted)."""
+    return _genuine_chain(f, h, 0 * E)
+
+
+_genuine_factor_gradients = gr.factor_gradients
+
+
+def factor_gradients_with_swapped_factors(G, X1, X2, X3):
+    """Planted bug: dX2 contracts 𝒢 with X3 and X1 in swapped roles (index order of L2)."""
+    dx1, _, dx3 = _genuine_factor_gradients(G, X1, X2, X3)
+    return dx1, _genuine_factor_gradients(G, X3, X2, X1)[1], dx3
+
+
+@spec("P27")
+def test_nonlinear_r_is_caught_by_p27(monkeypatch):
+    from fractions import Fraction
+
+    x = _inputs()
+    E2 = -x[5].flip(0)
+    assert props.check_affine_in_E(x, E2, Fraction(1, 3))[0] <= 1
+    monkeypatch.setattr(gr, "chain_terms", chain_with_absolute_r)
+    assert props.check_affine_in_E(x, E2, Fraction(1, 3))[0] > 1, "P27 must reject a gradient that is not affine in E"
+
+
+@spec("P28")
+def test_ignored_target_is_caught_by_p28(monkeypatch):
+    x = _inputs()
+    assert props.check_zero_at_target(x)[0] <= 1
+    monkeypatch.setattr(gr, "chain_terms", chain_ignoring_target)
+    assert props.check_zero_at_target(x)[0] > 1, "P28 must reject a residual that ignores E"
+
+
+@spec("P29", "L2")
+def test_swapped_factor_roles_are_caught_by_p29(monkeypatch):
+    x, f = _inputs(n=2), _factors()
+    gap, tol = props.check_factor_gradients(x, f)
+    assert gap <= tol
+    monkeypatch.setattr(gr, "factor_gradients", factor_gradients_with_swapped_factors)
+    gap, tol = props.check_factor_gradients(x, f)
+    assert gap > tol, "P29 must reject dX2 with the factor roles swapped"
