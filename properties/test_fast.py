@@ -8,6 +8,7 @@ Hypothesis ``target`` pushes observed/bound up; ``--hypothesis-show-statistics``
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from functools import lru_cache
 
@@ -73,6 +74,14 @@ def approx_matrix(a, scores_hat, scores, M):
     A = np.vectorize(lambda z: mpmath.exp(z + M), otypes=[object])(scores)
     delta = max(abs(x / y - 1) for x, y in zip(At.ravel(), A.ravel()))
     return At, A, delta
+
+
+def _float_above(x) -> float:
+    """The smallest float >= x + MP_FLOOR: a rigorous upper bound on a 60-digit quantity (directed rounding, not a margin)."""
+    with mpmath.workdps(DPS):
+        y = x + MP_FLOOR
+        v = float(y)
+        return v if mpmath.mpf(v) >= y else math.nextafter(v, math.inf)
 
 
 def _inf(x) -> float:
@@ -157,7 +166,7 @@ def test_fast_forward_within_L9(data, poly, dtype):
         out = fast_tensor_attention(*x, a)
         observed = _mpf_max_abs_diff(out, truth)
     vnorm = _inf(x[3]) * _inf(x[4])
-    delta_f = float(delta) * (1 + 1e-12)
+    delta_f = _float_above(delta)  # L9/L10 need an upper bound on δ: round the 60-digit value up
     approx_bound = forward_error_bound(delta_f, vnorm)
     bound = approx_bound + forward_rounding_term(a, M, d, n, n, dtype, delta_f, vnorm)
     target(_ratio(lemma_err, approx_bound), label="L9 lemma observed/bound")
@@ -231,7 +240,8 @@ def test_fast_gradient_equals_L1_on_f_tilde(data, poly):
     err = float(max(abs(Fraction(float(x)) - y) for x, y in zip(fast.G.reshape(-1).tolist(), G.ravel())))
     with mpmath.workdps(DPS):
         mp_scores = _scores(*(to_mp(t) for t in (Qh, K1h, K2h)), mpmath.mpf(1) / d)
-        delta = float(approx_matrix(a, mp_scores, mp_scores, mpmath.mpf(M.numerator) / M.denominator)[2]) * (1 + 1e-12)
+        # L10's δ as an upper float bound: the 60-digit value rounded up
+        delta = _float_above(approx_matrix(a, mp_scores, mp_scores, mpmath.mpf(M.numerator) / M.denominator)[2])
     assume(delta < 0.5)
     H = _inf(A[3]) * _inf(A[4])
     tol = gradient_rounding_term(
@@ -280,13 +290,13 @@ def test_fast_gradient_within_L10(data, poly):
             "p_row_l1": float(max(sum(abs(v) for v in row) for row in (approx.p - true.p))),
             "G": float(max(abs(v) for v in (G_lemma - G_true).ravel())),
         }
-        q_tilde = float(max(abs(v) for v in approx.q.ravel()))
+        q_tilde = max(abs(v) for v in approx.q.ravel())
         obs_c = _mpf_max_abs_diff(fast.c, true.c)
         obs_G = _mpf_max_abs_diff(fast.G, G_true)
-    delta_f = float(delta) * (1 + 1e-12)
+    delta_f = _float_above(delta)  # L10 needs upper bounds on δ and ||q̃||∞: round the 60-digit values up
     H = _inf(A[3]) * _inf(A[4])
     norms = [_inf(A[i]) for i in range(3)]
-    bounds = gradient_error_bounds(delta_f, H, q_tilde * (1 + 1e-12), n, d, norms)
+    bounds = gradient_error_bounds(delta_f, H, _float_above(q_tilde), n, d, norms)
     for name, err in lemma.items():
         b = getattr(bounds, name)
         target(_ratio(err, b), label=f"L10 lemma {name} observed/bound")
@@ -294,7 +304,7 @@ def test_fast_gradient_within_L10(data, poly):
     c_l1 = d * H + d * _inf(E)
     fp_G = gradient_rounding_term(a, M, n, d, torch.float64, delta_f, H, _inf(E), c_l1, norms)
     bounds_impl = gradient_error_bounds(delta_f, H, c_l1 * H, n, d, norms)
-    fp_c = forward_rounding_term(a, M, d, n, n, torch.float64, delta_f, H) + 2 * 2.0**-53 * (H + _inf(E))
+    fp_c = forward_rounding_term(a, M, d, n, n, torch.float64, delta_f, H) + gamma(2, torch.float64) * (H + _inf(E))  # c = f h − E: one subtraction, one rounding of f h
     target(_ratio(obs_G, bounds_impl.G + fp_G), label="A2 G observed/bound")
     assert obs_c <= bounds_impl.c + fp_c
     assert obs_G <= bounds_impl.G + fp_G

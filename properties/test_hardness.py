@@ -18,8 +18,11 @@ from hypothesis import strategies as st
 
 from verified_ta.certificate import rank_exponent
 from verified_ta.error_bounds import derivative_bounds
+from verified_ta.fp_bounds import gamma, objective_gradient_rounding_bound, objective_rounding_bounds
+from verified_ta.gradient import closed_form_gradient
 from verified_ta.hardness import (
     curvature_bound,
+    identity_tensor,
     objective_at_zero,
     objective_derivative,
     objective_value,
@@ -32,6 +35,25 @@ from verified_ta.spec import spec
 from verified_ta.testing.strategies import attention_inputs, dims
 
 DPS = 60
+
+
+def _riemann_rounding(x, m: int) -> float:
+    """Float64 error of the recovery: F(0) closed form (γ_{2n+d+3}), each F'(i/m) = 2Σ(Ĝ∘X0) within the L1 bound
+    plus γ_{d²} of its sum, the average (γ_{m+2}), and F(1) = 2·Loss within fp_bounds' loss bound."""
+    n, d = x[0].shape
+    X0 = identity_tensor(d, x[0])
+    zero = torch.zeros_like(x[0])
+    err = gamma(2 * n + d + 3, torch.float64) * objective_at_zero(x[3], x[4])
+    terms = 0.0
+    for i in range(m):
+        lam = i / m
+        g_err = objective_gradient_rounding_bound(*x, zero, lam * X0, X0.T)
+        _, G = closed_form_gradient(*x, zero, lam * X0, X0.T)
+        g_mag = float(((G.abs() + g_err) * X0).sum())
+        err += (2 * float((g_err * X0).sum()) + 2 * gamma(d * d, torch.float64) * g_mag) / m
+        terms += 2 * g_mag / m
+    err += gamma(m + 2, torch.float64) * (objective_at_zero(x[3], x[4]) + terms)
+    return err + 2 * float(objective_rounding_bounds(*x, zero, X0, X0.T)["loss"])
 
 
 def _nonnegative_values(x):
@@ -67,7 +89,11 @@ def test_derivative_bounds_L12(x, lam):
     with mpmath.workdps(DPS):
         F = _mp_F(x, mpmath.mpf(1) / d)
         f0, f1, f2 = F(lam), mpmath.diff(F, lam, 1), mpmath.diff(F, lam, 2)
-    first, second = derivative_bounds(b_hat * (1 + 1e-12), float(f0) * (1 + 1e-12))
+    # B̂ is a float64 max/min of scores (sums of d products, scaled: γ_{d+2} relative, 2 for the range) and
+    # F(λ) is rounded from 60 digits: take both upward so the bound is the true one or larger
+    b_hat_up = b_hat * (1 + 2 * gamma(d + 2, torch.float64)) + 2 * gamma(d + 2, torch.float64) * float(
+        (torch.einsum("il,al,bl->iab", x[0].abs(), x[1].abs(), x[2].abs()) / d).max())
+    first, second = derivative_bounds(b_hat_up, math.nextafter(float(f0), math.inf))
     target(float(abs(f1)) / first if first > 0 else 0.0, label="|F'|/(2B̂F)")
     target(float(abs(f2)) / second if second > 0 else 0.0, label="|F''|/(24B̂²F)")
     assert abs(f1) <= first + 1e-40
@@ -95,7 +121,7 @@ def test_riemann_recovery_within_b_over_m(x, m):
     """P39: F(0) + (1/m)Σ_{i<m} F'(i/m), with F' from the closed-form gradient, recovers F(1) within b/m."""
     x = _nonnegative_values(x)
     rec = riemann_recovery(*x, m)
-    fp = 1e-12 * (1 + abs(rec.exact))  # float64 evaluation of m+2 objective terms, far below b/m here
+    fp = _riemann_rounding(x, m)
     target(rec.error / (rec.bound + fp), label="Riemann error/(b/m + fp)")
     assert rec.error <= rec.bound + fp
 
@@ -109,9 +135,13 @@ def test_objective_at_zero_closed_form(x):
     with mpmath.workdps(DPS):
         oracle = float(_mp_F(x, mpmath.mpf(1) / d)(0))
     n = x[0].shape[-2]
-    tol = 8 * n * n * d * 2.0**-53 * (1 + oracle)  # γ_{n²+4}-type rounding of both float64 evaluations
+    # closed form: two means (γ_n each), a product, n·||·||² over d terms: γ_{2n+d+3}·F(0); the objective code's
+    # loss is within fp_bounds' loss bound (λ = 0, E = 0, Y = (I⊘I) exact); F = 2·Loss
+    X0 = identity_tensor(d, x[0])
+    loss_err = 2 * float(objective_rounding_bounds(*x, torch.zeros_like(x[0]), 0 * X0, X0.T)["loss"])
+    tol = gamma(2 * n + d + 3, torch.float64) * oracle + 2.0**-53 * oracle  # and float() of the 60-digit oracle
     assert abs(closed - oracle) <= tol
-    assert abs(objective_value(0.0, *x) - oracle) <= tol
+    assert abs(objective_value(0.0, *x) - oracle) <= loss_err + 2.0**-53 * oracle
 
 
 @spec("P26", "A3")
@@ -119,10 +149,18 @@ def test_derivative_matches_mpmath():
     """F'(λ) by the closed-form gradient equals mpmath.diff of the definition (P26 inside the reduction)."""
     torch.manual_seed(1)
     x = _nonnegative_values([torch.rand(3, 2, dtype=torch.float64) * 2 - 1 for _ in range(5)])
+    d = x[0].shape[-1]
+    X0 = identity_tensor(d, x[0])
     with mpmath.workdps(DPS):
         F = _mp_F(x, mpmath.mpf(1) / 2)
         for lam in (0.0, 0.3, 1.0):
-            assert abs(objective_derivative(lam, *x) - float(mpmath.diff(F, lam))) <= 1e-13
+            # F' = 2·Σ(Ĝ∘X0): Ĝ within fp_bounds' L1 bound of G (λX0, Y = X0ᵀ exact), then a sum of d² terms (γ_{d²})
+            # with Σ|Ĝ∘X0| ≤ Σ(|G'| + 2·err)∘X0 for any float64 evaluation G'; mpmath.diff at 60 digits: 1e-40 floor
+            g_err = objective_gradient_rounding_bound(*x, torch.zeros_like(x[0]), lam * X0, X0.T)
+            _, G_any = closed_form_gradient(*x, torch.zeros_like(x[0]), lam * X0, X0.T)
+            g_d2 = gamma(d * d, torch.float64)
+            tol = 2 * float((g_err * X0).sum()) + 2 * g_d2 * float(((G_any.abs() + 2 * g_err) * X0).sum())
+            assert abs(mpmath.mpf(objective_derivative(lam, *x)) - mpmath.diff(F, lam)) <= tol + 1e-40
 
 
 @spec("P41", "L11")

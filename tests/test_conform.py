@@ -134,20 +134,22 @@ def test_adversarial_pattern_is_the_counterexample_for_overflow():
 
 
 @spec("P20")
-@given(case=conform_cases(bound=st.sampled_from((0.5, 1.0, 2.0, 4.0))))
+@given(case=conform_cases(bound=st.sampled_from((0.5, 1.0, 2.0, 4.0))))  # powers of two (exact B³)
 def test_patterns_respect_the_bound_and_reach_the_l5_score_range(case):
     """Entries lie in [-B, B]; scores in [-s d B³, s d B³] (L5), attained exactly by all_plus_bound."""
     q, k1, k2, v1, v2 = case.inputs()
     assert all(t.abs().max() <= case.bound for t in (q, k1, k2, v1, v2))
     scores = torch.einsum("...il,...al,...bl->...iab", q, k1, k2) * case.scale
     top = case.scale * case.d * case.bound**3
-    assert scores.abs().max() <= top * (1 + 1e-15)
+    # no rounding slack: B is a power of two, so on entries ±B every product and partial sum is exact and
+    # fl(s·d·B³) = fl(s·d)·B³ = top; round-to-nearest is monotone, so entries within [-B, B] give |score| <= top
+    assert scores.abs().max() <= top
     if case.pattern == "all_plus_bound":
-        assert torch.all(scores == scores.flatten()[0]) and math.isclose(float(scores.flatten()[0]), top, rel_tol=1e-15)
+        assert torch.all(scores == top)
     if case.pattern == "identical_rows":
         assert all(torch.equal(t, t[..., :1, :].expand_as(t)) for t in (q, k1, k2, v1, v2))
     if case.pattern == "dominant_pair":
-        assert math.isclose(float(scores.amax()), top, rel_tol=1e-15)
+        assert float(scores.amax()) == top
 
 
 def test_pattern_inputs_rejects_unknown_pattern():
