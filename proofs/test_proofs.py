@@ -7,11 +7,11 @@ import pytest
 
 z3 = pytest.importorskip("z3")
 
-from proofs import engine, hadamard, index_maps, induction, products, softmax, vec_trick  # noqa: E402
+from proofs import engine, features, hadamard, index_maps, induction, products, softmax, vec_trick  # noqa: E402
 from proofs.allsizes import prove_all_sizes, run_all_sizes_control  # noqa: E402
 from verified_ta.spec import spec  # noqa: E402
 
-SWEPT = [*products.PROOFS, *hadamard.PROOFS, *vec_trick.PROOFS, *softmax.PROOFS, *index_maps.PROOFS]
+SWEPT = [*products.PROOFS, *hadamard.PROOFS, *vec_trick.PROOFS, *softmax.PROOFS, *features.PROOFS, *index_maps.PROOFS]
 ALL_SIZES = [*index_maps.ALL_SIZES, *induction.ALL_SIZES]
 QUICK = 2
 
@@ -23,7 +23,7 @@ def _ids(p) -> str:
 
 
 @spec("T1", "T2", "T3", "T4", "T5", "T6", "T7", "T8", "T9", "T10", "T11", "T12", "T13", "T14", "T15", "T16", "T17",
-      "L1", "L2", "L3", "L6")
+      "L1", "L2", "L3", "L6", "L8", "P30", "P31")
 @pytest.mark.parametrize("proof", SWEPT, ids=_ids)
 def test_swept_proof_holds_and_is_not_vacuous(proof):
     r = engine.sweep(proof, min(QUICK, proof.default_max))
@@ -33,7 +33,7 @@ def test_swept_proof_holds_and_is_not_vacuous(proof):
 
 
 @spec("T1", "T2", "T3", "T4", "T5", "T6", "T7", "T8", "T9", "T10", "T11", "T12", "T13", "T14", "T15", "T16", "T17",
-      "L1", "L2", "L3", "L6")
+      "L1", "L2", "L3", "L6", "L8", "P30", "P31")
 @pytest.mark.parametrize("proof", SWEPT, ids=_ids)
 def test_negative_control_is_a_real_counterexample(proof):
     c = engine.run_control(proof)

@@ -88,3 +88,15 @@ def test_quick_prove_rows_pass():
     rows = quick_prove_rows()
     assert rows and all(r.passed for r in rows)
     assert {"T1", "T17", "L1"} <= {i for r in rows for i in r.extra["spec_ids"]}
+
+
+@spec("L8", "P30", "P31")
+def test_prove_reports_the_feature_proofs(tmp_path):
+    out = tmp_path / "prove.json"
+    res = runner.invoke(app, ["prove", "--only", "L8", "--only", "P31", "--max-size", "2", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    recs = {r["name"]: r for r in json.loads(out.read_text())["records"]}
+    assert set(recs) == {"L8 polynomial features", "P31 feature count"}
+    assert all(r["result"] == "proved" and r["control_confirmed"] for r in recs.values())
+    # g starts at 0 (P(z) = a_0): the sizes column says so
+    assert recs["L8 polynomial features"]["sizes"] == "n,d ∈ 1..2, g ∈ 0..2 (12/12 shapes)"

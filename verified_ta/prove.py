@@ -1,4 +1,4 @@
-"""Run the z3 proofs of ``proofs/`` (SPEC §4 T1–T17, §3 chain, L1–L3, L6) and report one record per proof.
+"""Run the z3 proofs of ``proofs/`` (SPEC §4 T1–T17, §3 chain, L1–L3, L6, L8/P30–P31) and report one record per proof.
 
 Swept proofs hold at every shape with each dimension in 1..k (the shipped code on z3 symbols); all-sizes
 proofs hold for every size (symbolic integers, induction). Every proof also runs its negative control, which
@@ -48,9 +48,9 @@ class ProofRecord:
 
 def catalogue() -> list[Any]:
     """Every proof object (:class:`proofs.engine.SweptProof` or :class:`proofs.allsizes.AllSizesProof`)."""
-    from proofs import hadamard, index_maps, induction, products, softmax, vec_trick
+    from proofs import features, hadamard, index_maps, induction, products, softmax, vec_trick
 
-    swept = [*products.PROOFS, *hadamard.PROOFS, *vec_trick.PROOFS, *softmax.PROOFS, *index_maps.PROOFS]
+    swept = [*products.PROOFS, *hadamard.PROOFS, *vec_trick.PROOFS, *softmax.PROOFS, *features.PROOFS, *index_maps.PROOFS]
     return [*index_maps.ALL_SIZES, *induction.ALL_SIZES, *swept]
 
 
@@ -90,7 +90,11 @@ def _run_one(proof: Any, max_size: int | None, rlimit: int, timeout_ms: int, sec
     r = engine.sweep(proof, k, rlimit, timeout_ms)
     c = engine.run_control(proof, None, rlimit, timeout_ms)
     shapes = engine.shapes_up_to(proof.dims, k, proof.dim_min)
-    sizes = f"{','.join(proof.dims)} ∈ 1..{r.largest_size} ({r.shapes_proved}/{len(shapes)} shapes)"
+    by_low: dict[int, list[str]] = {}
+    for name in proof.dims:
+        by_low.setdefault(proof.dim_min.get(name, 1), []).append(name)
+    ranges = ", ".join(f"{','.join(names)} ∈ {low}..{r.largest_size}" for low, names in by_low.items())
+    sizes = f"{ranges} ({r.shapes_proved}/{len(shapes)} shapes)"
     other = "skipped (cvc5 not installed)"
     if second_solver and _cvc5_available() and r.status == "proved":
         other = f"cvc5: {engine.cvc5_recheck(engine.query_smt2(proof, shapes[-1]))}"

@@ -1,4 +1,4 @@
-"""``verified-ta prove``: z3 proofs of SPEC T1–T17, the §3 gradient chain (L1–L3) and L6, with negative controls."""
+"""``verified-ta prove``: z3 proofs of SPEC T1–T17, the §3 gradient chain (L1–L3), L6 and L8, with negative controls."""
 
 from __future__ import annotations
 
