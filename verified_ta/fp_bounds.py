@@ -72,55 +72,68 @@ def objective_gradient_rounding_bound(A1, A2, A3, A4, A5, E, X, Y, scale: float 
 
 
 def objective_rounding_bounds(A1, A2, A3, A4, A5, E, X, Y, scale: float | None = None, dtype=torch.float64) -> dict:
-    """Rigorous running-error bounds for the SPEC §3 chain evaluated in ``dtype`` (any summation order):
-    entrywise for ``c`` and ``G`` (d × d²), and for the scalar ``loss``.
+    """Rigorous running-error bounds for the SPEC §3 chain evaluated in ``dtype`` in any summation order:
+    entrywise tensors for ``c`` (n × d) and ``G`` (d × d²), and a scalar tensor for ``loss``.
 
-    Each stage of SPEC §3 (z, f, h, c, q, p1, r, p2, p, G) carries an entrywise error bound; products
-    propagate |Δx||y| + |x||Δy| + |Δx||Δy|, sums add γ_k times the sum of magnitudes (Higham §3, order-free),
-    and the softmax adds its perturbation factor e^{2·max|Δz|} − 1 plus γ_{n²+5} for max, exp (faithful:
-    ≤ 2u), sum and division. Inputs are float64 tensors of the exact values; the bound is returned as a
-    float64 tensor of the shape of G (d × d²). Assumes no overflow/underflow beyond the tiny term.
+    Each stage (z, f, h, c, q, p1, r, p2, p, G) carries an entrywise bound Δx on |x̂ − x| for any evaluation x̂.
+    A product obeys |x̂ŷ − xy| <= Δx·|ŷ| + |x|·Δy; a sum of m terms adds γ_m times the sum of magnitudes (Higham
+    §3, order-free); the softmax adds e^{2·max Δz} − 1 for perturbed logits plus γ_{n²+5} for max, exp
+    (faithful: <= 2u), sum and division. Magnitudes are taken as x̃ + 2Δx, where x̃ is this function's own
+    float64 evaluation: an upper bound on the exact |x| and on |x̂| for every evaluation, so cancellation
+    (c = f h − E, p = p1 − p2) is covered. The bound formulas themselves are evaluated in float64, so the
+    result is scaled by (1 + γ_K)^4 with K the longest sum. Assumes no overflow and no underflow beyond the
+    tiny term. Inputs hold the exact values (any float dtype; read as float64).
     """
+    from .gradient import objective_terms
     from .products import kron
 
-    t = [x.detach().to(torch.float64).abs() for x in (A1, A2, A3, A4, A5, E, X, Y)]
-    a1, a2, a3, a4, a5, e, x, y = t
+    exact = [v.detach().to(torch.float64) for v in (A1, A2, A3, A4, A5, E, X, Y)]
+    a1, a2, a3, a4, a5, e, x, y = (v.abs() for v in exact)
     n, d = a1.shape
     s = abs(1.0 / d if scale is None else scale)
     g = lambda k: gamma(k, dtype)  # noqa: E731 - local shorthand
+    tiny = _TINY[_key(dtype)]
     k23, k45 = kron(a2, a3), kron(a4, a5)
-    z_mag = (a1 @ x @ k23.T) * s
-    dz = g(d**3 + 3) * z_mag  # flat sum over (l, m, o): any evaluation order
-    # exact values are needed for f, h, c; evaluate the chain itself in float64 for magnitudes
-    from .gradient import objective_terms
-
-    tm = objective_terms(*(v.detach().to(torch.float64) for v in (A1, A2, A3, A4, A5, E, X, Y)), scale=scale)
-    f, h, c, q, p1, r, p2 = (v.abs() for v in (tm.f, tm.h, tm.c, tm.q, tm.p1, tm.r, tm.p2))
+    t = objective_terms(*exact, scale=scale)
+    # logits z = s·A1 X (A2⊗A3)^T: a flat sum over d³ products of 4 factors (any order)
+    dz = g(d**3 + 4) * s * (a1 @ x @ k23.T)
     eps_f = torch.expm1(2 * dz.amax(dim=1, keepdim=True)) + g(n * n + 5)
-    df = eps_f * (1 + eps_f) * f
-    dh = g(d * d + 1) * (k45 @ y)
-    dc = df @ h + f @ dh + df @ dh + g(n * n + 1) * ((f + df) @ (h + dh) + e)
-    dq = dc @ h.T + c @ dh.T + dc @ dh.T + g(d) * ((c + dc) @ (h + dh).T)
-    dp1 = df * q + f * dq + df * dq + g(1) * (f + df) * (q + dq)
-    dr = dp1.sum(1) + g(n * n) * (p1 + dp1).sum(1)
-    dp2 = dr[:, None] * f + r[:, None] * df + dr[:, None] * df + g(1) * (r + dr)[:, None] * (f + df)
-    dp = dp1 + dp2 + g(1) * (p1 + dp1 + p2 + dp2)
-    p_mag = (p1 + dp1 + p2 + dp2)
-    dG = s * (a1.T @ dp @ k23) * (1 + g(1)) + g(n**3 + 3) * s * (a1.T @ p_mag @ k23) + (n**3 + 3) * _TINY[_key(dtype)]
-    # loss = ½Σc²: |Σĉ² − Σc²| <= Σ(2|c|Δc + Δc²), plus γ_{nd+2} for the squares, the sum and the halving
-    dloss = 0.5 * (2 * c * dc + dc * dc).sum() + 0.5 * g(n * d + 2) * ((c + dc) ** 2).sum()
-    return {"c": dc, "G": dG, "loss": dloss}
+    df = eps_f / (1 - eps_f) * t.f.abs()
+    fu = t.f.abs() + 2 * df
+    hm = k45 @ y  # |A4⊗A5||Y|: h is a flat sum of d² products of 3 factors
+    dh = g(d * d + 3) * hm
+    hu = hm * (1 + g(d * d + 3))
+    dc = df @ hu + fu @ dh + g(n * n + 1) * (fu @ hu + e)
+    cu = t.c.abs() + 2 * dc
+    dq = dc @ hu.T + cu @ dh.T + g(d) * (cu @ hu.T)
+    qu = t.q.abs() + 2 * dq
+    dp1 = df * qu + fu * dq + g(1) * fu * qu
+    p1u = t.p1.abs() + 2 * dp1
+    dr = dp1.sum(1) + g(n * n) * p1u.sum(1)
+    ru = t.r.abs() + 2 * dr
+    dp2 = dr[:, None] * fu + ru[:, None] * df + g(1) * ru[:, None] * fu
+    p2u = t.p2.abs() + 2 * dp2
+    dp = dp1 + dp2 + g(1) * (p1u + p2u)
+    # G = s·A1^T p (A2⊗A3): a flat sum over n³ products of 4 factors
+    dG = s * (a1.T @ dp @ k23) + g(n**3 + 4) * s * (a1.T @ (p1u + p2u) @ k23) + (n**3 + 4) * tiny
+    # loss = ½Σc²: |Σĉ² − Σc²| <= Σ(2|c|Δc + Δc²) <= Σ 2·cu·Δc, plus γ_{nd+2} for the squares, the sum and ½
+    dloss = (cu * dc).sum() + 0.5 * g(n * d + 2) * (cu * cu).sum()
+    inflate = (1 + g(max(n**3, d**3, n * n * d) + 8)) ** 4  # the float64 evaluation of these formulas
+    return {"c": dc * inflate, "G": dG * inflate, "loss": dloss * inflate}
 
 
 def attention_rounding_bounds(q, k1, k2, v1, v2, grad_out=None, *, scale: float | None = None, causal: bool = False, dtype=torch.float64) -> dict:
     """Rigorous running-error bounds for exact tensor attention evaluated in ``dtype`` (SPEC §2, L4).
 
-    Single head ``(n, d)`` inputs holding the exact values (float64). Returns entrywise bounds for
+    Single head ``(n, d)`` inputs holding the exact values (read as float64). Returns entrywise bounds for
     ``out`` and ``lse`` and, with ``grad_out``, for ``dq, dk1, dk2, dv1, dv2``. Scores carry
-    γ_{d+2}·s·Σ|q k1 k2|; the softmax adds e^{2·max|Δz|} − 1 plus γ_{n1n2+5} (max, exp ≤ 2u, sum, divide);
+    γ_{d+2}·s·Σ|q k1 k2|; the softmax adds e^{2·max|Δz|} − 1 plus γ_{n1n2+5} (max, exp <= 2u, sum, divide);
     every later sum of m products of p factors adds γ_{m+p}·Σ|terms| with m the length of the flat sum, so the
     bound holds for any summation order or blocking (Higham §3), not only the reference's nested sums.
-    Materialises n_q × n1 × n2 magnitudes: for test-sized inputs only.
+    Magnitudes are taken as x̃ + 2Δx (x̃ this function's float64 evaluation), an upper bound on the exact |x|
+    and on |x̂| of any evaluation, so cancellation in dP − δ is covered; the bound formulas' own float64
+    evaluation is covered by a final factor (1 + γ_K)^4. Materialises n_q × n1 × n2 magnitudes: for test-sized
+    inputs only.
     """
     q, k1, k2, v1, v2 = (x.detach().to(torch.float64) for x in (q, k1, k2, v1, v2))
     n_q, d = q.shape
@@ -128,6 +141,8 @@ def attention_rounding_bounds(q, k1, k2, v1, v2, grad_out=None, *, scale: float 
     s = 1.0 / d if scale is None else float(scale)
     g = lambda k: gamma(k, dtype)  # noqa: E731 - local shorthand
     tiny = _TINY[_key(dtype)]
+    k_long = max(n1 * n2, n_q * n2, n_q * n1) + 6  # longest flat sum (pairs, or queries × one key) plus factors
+    inflate = (1 + g(k_long + d)) ** 4
     z = torch.einsum("il,al,bl->iab", q, k1, k2) * s
     z_mag = torch.einsum("il,al,bl->iab", q.abs(), k1.abs(), k2.abs()) * abs(s)
     if causal:
@@ -138,34 +153,36 @@ def attention_rounding_bounds(q, k1, k2, v1, v2, grad_out=None, *, scale: float 
     dz = g(d + 2) * z_mag
     eps_p = torch.expm1(2 * dz.amax(dim=(1, 2))) + g(n1 * n2 + 5)  # relative error of each P entry
     p = torch.softmax(z.reshape(n_q, -1), -1).reshape(z.shape)
+    dp_abs = (eps_p / (1 - eps_p))[:, None, None] * p  # |P̂ − P| for any evaluation
+    pu = p + 2 * dp_abs
     vv = torch.einsum("ad,bd->abd", v1.abs(), v2.abs())
-    pvv = torch.einsum("iab,abd->id", p, vv)
-    d_out = (eps_p * (1 + g(n1 * n2 + 2)))[:, None] * pvv + g(n1 * n2 + 2) * pvv + tiny
-    bounds = {"out": d_out, "lse": dz.amax(dim=(1, 2)) + g(n1 * n2 + 5) + g(2) * z_mag.amax(dim=(1, 2)) + tiny}
+    d_out = torch.einsum("iab,abd->id", dp_abs, vv) + g(n1 * n2 + 2) * torch.einsum("iab,abd->id", pu, vv) + tiny
+    d_lse = dz.amax(dim=(1, 2)) + g(n1 * n2 + 5) + g(2) * z_mag.amax(dim=(1, 2)) + tiny
+    bounds = {"out": d_out * inflate, "lse": d_lse * inflate}
     if grad_out is None:
         return bounds
     do = grad_out.detach().to(torch.float64)
     out = torch.einsum("iab,ad,bd->id", p, v1, v2)
+    out_u = out.abs() + 2 * d_out
     dp = torch.einsum("id,ad,bd->iab", do, v1, v2)
     dp_err = g(d + 2) * torch.einsum("id,abd->iab", do.abs(), vv)
     delta = (do * out).sum(-1)
-    delta_err = ((do.abs() * d_out).sum(-1) + g(d) * (do.abs() * (out.abs() + d_out)).sum(-1))[:, None, None]
+    delta_err = ((do.abs() * d_out).sum(-1) + g(d) * (do.abs() * out_u).sum(-1))[:, None, None]
     gap = (dp - delta[:, None, None]).abs()
-    gap_err = dp_err + delta_err + g(1) * (gap + dp_err + delta_err)
-    ds = p * gap
-    ds_err = eps_p[:, None, None] * p * (gap + gap_err) + p * gap_err + g(2) * p * (1 + eps_p[:, None, None]) * (gap + gap_err)
-    ds_hi, p_hi = ds + ds_err, p * (1 + eps_p[:, None, None])
-    k = max(n1 * n2, n_q * n2, n_q * n1) + 4  # longest flat sum (pairs, or queries × one key) plus the factors
+    gap_err = dp_err + delta_err + g(1) * (gap + 2 * (dp_err + delta_err))
+    gap_u = gap + 2 * gap_err
+    ds_err = dp_abs * gap_u + pu * gap_err + g(2) * pu * gap_u  # dS = P ∘ (dP − δ)
+    ds_u = p * gap + 2 * ds_err
     a, b_, c = q.abs(), k1.abs(), k2.abs()
     sums = {
-        "dq": (torch.einsum("iab,al,bl->il", ds_err, b_, c), torch.einsum("iab,al,bl->il", ds_hi, b_, c), abs(s)),
-        "dk1": (torch.einsum("iab,il,bl->al", ds_err, a, c), torch.einsum("iab,il,bl->al", ds_hi, a, c), abs(s)),
-        "dk2": (torch.einsum("iab,il,al->bl", ds_err, a, b_), torch.einsum("iab,il,al->bl", ds_hi, a, b_), abs(s)),
-        "dv1": (torch.einsum("iab,il,bl->al", p * eps_p[:, None, None], do.abs(), v2.abs()),
-                torch.einsum("iab,il,bl->al", p_hi, do.abs(), v2.abs()), 1.0),
-        "dv2": (torch.einsum("iab,il,al->bl", p * eps_p[:, None, None], do.abs(), v1.abs()),
-                torch.einsum("iab,il,al->bl", p_hi, do.abs(), v1.abs()), 1.0),
+        "dq": (torch.einsum("iab,al,bl->il", ds_err, b_, c), torch.einsum("iab,al,bl->il", ds_u, b_, c), abs(s)),
+        "dk1": (torch.einsum("iab,il,bl->al", ds_err, a, c), torch.einsum("iab,il,bl->al", ds_u, a, c), abs(s)),
+        "dk2": (torch.einsum("iab,il,al->bl", ds_err, a, b_), torch.einsum("iab,il,al->bl", ds_u, a, b_), abs(s)),
+        "dv1": (torch.einsum("iab,il,bl->al", dp_abs, do.abs(), v2.abs()),
+                torch.einsum("iab,il,bl->al", pu, do.abs(), v2.abs()), 1.0),
+        "dv2": (torch.einsum("iab,il,al->bl", dp_abs, do.abs(), v1.abs()),
+                torch.einsum("iab,il,al->bl", pu, do.abs(), v1.abs()), 1.0),
     }
     for name, (err, mag, sc) in sums.items():
-        bounds[name] = sc * (err + g(k) * mag) + k * tiny
+        bounds[name] = (sc * (err + g(k_long) * mag) + k_long * tiny) * inflate
     return bounds
