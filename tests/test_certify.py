@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from fractions import Fraction
 
 import mpmath
@@ -154,3 +155,42 @@ def test_verify_missing_file_is_bad_input(tmp_path):
     result = runner.invoke(app, ["certify", "--verify", str(tmp_path / "nope.json")])
     assert result.exit_code == 3
     assert "cannot read" in result.output
+
+
+@spec("L7")
+def test_recheck_rejects_a_negative_truncation_order():
+    """Order K = −1 would drop the "− 1" of f = Pe^{-x} − 1: P ≈ 0 (true error ≈ 1) must not pass as 1e-7."""
+    from verified_ta.certificate import Piece, recheck_pieces
+
+    interval = (Fraction(0), Fraction(2))
+    problems = recheck_pieces([Fraction(1, 10**30)], interval, [Piece(*interval, -1, Fraction(1, 10**7))], 128)
+    assert any("order must be >= 0" in p for p in problems), problems
+
+
+@spec("L7")
+def test_verify_rejects_lower_above_upper(cert_file):
+    """A certificate whose enclosure is inconsistent (lower > upper) is rejected even if every piece re-checks."""
+    from verified_ta.certificate import verify_certificate
+
+    data = json.loads(cert_file.read_text())
+    data["approx_error"]["lower"] = str(Decimal(data["approx_error"]["upper"]) * 2)
+    result = verify_certificate(data)
+    assert not result.ok and any("exceeds upper" in p for p in result.problems), result.problems
+
+
+@spec("L7")
+def test_minimal_degree_rejects_an_unknown_family():
+    from verified_ta.certificate import minimal_degree
+
+    with pytest.raises(ValueError, match="family must be one of"):
+        minimal_degree("pade", (0, 2), 1e-3)
+
+
+@spec("L7")
+@pytest.mark.parametrize("value", [mpmath.mpf("inf"), mpmath.mpf("-inf"), mpmath.mpf("nan")])
+def test_as_fraction_rejects_non_finite_mpf(value):
+    """mpf infinities and NaN have man_exp (0, 0)-like fields: they must not read as the rational 0."""
+    from verified_ta.polynomial import as_fraction
+
+    with pytest.raises(ValueError, match="finite"):
+        as_fraction(value)

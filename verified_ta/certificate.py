@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import itertools
 import json
+import os
 import math
 import shutil
 import subprocess
@@ -29,7 +31,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from .polynomial import FAMILIES, Polynomial, as_fraction, build_polynomial, parse_fraction
+from .polynomial import FAMILIES, Polynomial, as_fraction, build_polynomial, fraction_str, parse_fraction
 
 if TYPE_CHECKING:
     from .report import CheckRow
@@ -89,18 +91,15 @@ def _decimal(x: Fraction, digits: int, rounding: str) -> str:
         ctx.prec = digits
         ctx.rounding = rounding
         value = Decimal(x.numerator) / Decimal(x.denominator)  # one correctly-rounded division
-    return format(value.normalize(), "e") if value != 0 else "0"
+        value = value.normalize()  # inside the context: strips zeros, never rounds (digits <= ctx.prec)
+    return format(value, "e") if value != 0 else "0"
 
 
 def _parse_decimal(text: str, name: str) -> Fraction:
     try:
         return Fraction(Decimal(text))
-    except Exception:
+    except (ArithmeticError, ValueError, TypeError):
         raise ValueError(f"{name} must be a decimal string; got {text!r}") from None
-
-
-def _frac_str(x: Fraction) -> str:
-    return f"{x.numerator}/{x.denominator}"
 
 
 @contextlib.contextmanager
@@ -258,7 +257,8 @@ def _adaptive(poly_q, edges, gap, decide, max_pieces, prec, level: Fraction):
 
     for x in (edges[0], edges[-1]):
         note_witness(x, _witness_value(poly_q, x))
-    heap: list[tuple[float, int, Piece]] = []
+    heap: list[tuple[Fraction, int, Piece]] = []  # (−upper, insertion number, piece): never compares pieces
+    counter = itertools.count()
     pending = list(zip(edges[:-1], edges[1:]))
     while True:
         for lo, hi in pending:
@@ -267,7 +267,7 @@ def _adaptive(poly_q, edges, gap, decide, max_pieces, prec, level: Fraction):
                 return None
             note_witness((lo + hi) / 2, center)
             piece = Piece(lo, hi, order, _arb_to_fraction(upper))
-            heapq.heappush(heap, (-float(piece.upper), len(heap) + len(pending), piece))
+            heapq.heappush(heap, (-piece.upper, next(counter), piece))
         top = heap[0][2].upper
         status = None
         if top <= (1 + gap) * best_lower:
@@ -302,6 +302,9 @@ def recheck_pieces(
         for i, p in enumerate(pieces):
             if not p.lo < p.hi:
                 problems.append(f"piece {i} is empty: [{p.lo}, {p.hi}]")
+                continue
+            if p.order < 0:  # E_K would be empty and the "− 1" of f dropped: the enclosure would not hold
+                problems.append(f"piece {i}: exp truncation order must be >= 0; got {p.order}")
                 continue
             upper, _, _ = _enclose(poly_q, p.lo, p.hi, p.order, Fraction(0))
             if _arb_to_fraction(upper) > p.upper:
@@ -356,7 +359,10 @@ def sollya_supnorm(poly: Polynomial, accuracy_bits: int = 30, timeout_s: float =
     with tempfile.NamedTemporaryFile("w", suffix=".sollya", delete=False) as fh:
         fh.write(script)
         path = fh.name
-    out = subprocess.run([exe, path], capture_output=True, text=True, timeout=timeout_s)
+    try:
+        out = subprocess.run([exe, path], capture_output=True, text=True, timeout=timeout_s)
+    finally:
+        os.unlink(path)
     lines = [ln.strip() for ln in out.stdout.splitlines() if ln.strip()]
     try:
         return Fraction(Decimal(lines[-2])), Fraction(Decimal(lines[-1]))
@@ -418,6 +424,8 @@ def minimal_degree(
     Probes start at a guess from the Taylor degree, gallop, then bisect; degree g−1 is certified too, so
     the result says whether g is minimal (g−1's certified lower bound > ε) for this family's construction.
     """
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(FAMILIES)}; got {family!r}")
     eps = as_fraction(eps)
     if not 0 < eps < 1:
         raise ValueError(f"eps must lie in the open interval (0, 1); got {float(eps)!r}")
@@ -433,7 +441,7 @@ def minimal_degree(
     def passes(g: int) -> bool:
         return probe(g)[1].upper <= eps
 
-    reference = taylor_degree(b - a if a != 0 else b, eps) if a >= 0 else max_degree // 2
+    reference = taylor_degree(b - a, eps) if a >= 0 else max_degree // 2
     lo, hi = -1, None  # lo fails (or is −1), hi passes
     g = max(0, min(max_degree, round(_GUESS[family] * reference)))
     step = 1
@@ -468,8 +476,8 @@ def minimal_degree(
 # --- regime, rank and costs (SPEC L11, P31, P41) -------------------------------------------------
 
 
-def regime(B: float, n: int, d: int) -> dict[str, Any]:
-    """Where B sits against the ∛ln n threshold (L11): B³/ln n and B / ∛ln n (n >= 2)."""
+def regime(B: float, n: int) -> dict[str, Any]:
+    """Where B sits against the ∛ln n threshold (L11): B³/ln n and B / ∛ln n (no regime at n = 1)."""
     M = B**3
     if n < 2:
         return {"B_cubed": M, "ln_n": 0.0, "B_cubed_over_ln_n": None, "B_over_threshold": None,
@@ -679,8 +687,8 @@ class Certificate:
             "format": FORMAT,
             "inputs": asdict(self.inputs),
             "scale": f"1/{self.inputs.d}",
-            "M": _frac_str(self.M),
-            "interval": [_frac_str(a), _frac_str(b)],
+            "M": fraction_str(self.M),
+            "interval": [fraction_str(a), fraction_str(b)],
             "regime": self.regime,
             "polynomial": {
                 "family": self.polynomial.family,
@@ -693,13 +701,13 @@ class Certificate:
             "approx_error": {
                 "lower": decimal_down(self.approx.lower),
                 "upper": decimal_up(self.approx.upper),
-                "witness": _frac_str(self.approx.witness),
+                "witness": fraction_str(self.approx.witness),
                 "method": self.approx.method,
                 "precision_bits": self.approx.precision_bits,
                 "piece_count": self.approx.piece_count,
                 "seconds": self.approx.seconds,
                 "status": self.approx.status,
-                "pieces": [[_frac_str(p.lo), _frac_str(p.hi), p.order, decimal_up(p.upper)] for p in self.approx.pieces],
+                "pieces": [[fraction_str(p.lo), fraction_str(p.hi), p.order, decimal_up(p.upper)] for p in self.approx.pieces],
             },
             "cross_checks": self.cross_checks,
             "bounds": bounds,
@@ -805,7 +813,7 @@ def build_certificate(inputs: CertifyInputs, empirical: int = 0, progress: Any =
         if emp["worst_ratio"] is not None and emp["worst_ratio"] > 1:
             verdict, code, message = "inconclusive", 2, f"an observed error exceeds its bound (ratio {emp['worst_ratio']:.3g})"
     return Certificate(
-        inputs, M, poly, approx, table, checks, bounds, regime(inputs.B, inputs.n, inputs.d),
+        inputs, M, poly, approx, table, checks, bounds, regime(inputs.B, inputs.n),
         fast_path_costs(inputs.n, inputs.d, poly.degree, inputs.itemsize, inputs.target), emp, verdict, code, message,
     )
 
@@ -847,6 +855,7 @@ def _empirical(inputs: CertifyInputs, shifted: Sequence[Fraction], M: Fraction, 
     from .fast import fast_objective_gradient, fast_tensor_attention
     from .gradient import compose_X, compose_Y
     from .oracles import mp_attention, mp_gradient
+    from .products import khatri_rao
 
     n, d, B, dtype = min(inputs.n, 6), inputs.d, inputs.B, inputs.torch_dtype
     rows = []
@@ -873,8 +882,6 @@ def _empirical(inputs: CertifyInputs, shifted: Sequence[Fraction], M: Fraction, 
             X, Y = compose_X(eye, eye, eye).double(), compose_Y(eye, eye).double()
             exact = mp_gradient(*(t.double() for t in (q, k1, k2, v1, v2, E)), X, Y, dps=40)
             observed = float(np.max(np.abs(exact - res.G.double().numpy().astype(object))))
-            from .products import khatri_rao
-
             h = khatri_rao(v1.double(), v2.double())
             H = float(h.abs().max())
             c = res.c.double()
@@ -930,6 +937,8 @@ def verify_certificate(data: dict[str, Any] | str) -> VerifyResult:
     low = witness_lower(poly.coefficients, approx.witness, approx.precision_bits)
     if not approx.lower <= low or approx.lower < low * (1 - _REL_SLACK):
         problems.append(f"approx_error.lower {float(approx.lower):.17g} is not the witness bound {float(low):.17g}")
+    if approx.lower > approx.upper:
+        problems.append(f"approx_error.lower {float(approx.lower):.17g} exceeds upper {float(approx.upper):.17g}")
     if approx.status == "tight" and approx.upper > (1 + Fraction(inputs.gap)) * approx.lower:
         problems.append("status 'tight' but upper > (1 + gap)·lower")
     for check in cert.cross_checks:
@@ -983,7 +992,7 @@ def quick_certify_rows() -> list[CheckRow]:
     ok = verify_certificate(data)
     tampered = json.loads(json.dumps(data))
     c0 = parse_fraction(tampered["coefficients"][1], "c")
-    tampered["coefficients"][1] = tampered["polynomial"]["coefficients"][1] = _frac_str(c0 * (1 + Fraction(1, 10**4)))
+    tampered["coefficients"][1] = tampered["polynomial"]["coefficients"][1] = fraction_str(c0 * (1 + Fraction(1, 10**4)))
     tampered["polynomial"]["sha256"] = Polynomial(cert.polynomial.family, cert.polynomial.interval,
                                                   tuple(parse_fraction(c, "c") for c in tampered["coefficients"])).sha256()
     bad = verify_certificate(tampered)

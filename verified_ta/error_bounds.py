@@ -14,8 +14,11 @@ from fractions import Fraction
 from numbers import Real
 from typing import Sequence
 
+import torch
+
 from .features import exact_coefficients, feature_rank
 from .fp_bounds import gamma, unit_roundoff
+from .validation import check_positive_int
 
 __all__ = [
     "score_bound",
@@ -50,13 +53,39 @@ def _delta(delta: Real) -> Fraction:
     return Fraction(delta)
 
 
+def _abs_scale(scale: Real | None, d: int) -> Fraction:
+    """|s| exactly: 1/d for ``None`` (not the float ``reference.resolve_scale`` rounds it to, which may lie below)."""
+    check_positive_int("d", d)
+    if scale is None:
+        return Fraction(1, d)
+    if isinstance(scale, bool) or not isinstance(scale, Real) or not math.isfinite(float(scale)):
+        raise ValueError(f"scale must be a finite real number (or None for 1/d); got {scale!r}")
+    return abs(Fraction(scale))
+
+
+def _a_norms(a_norms: Sequence[Real]) -> tuple[Fraction, Fraction, Fraction]:
+    if len(a_norms) != 3:
+        raise ValueError(f"a_norms must hold (||A1||∞, ||A2||∞, ||A3||∞); got {len(a_norms)} values")
+    a1, a2, a3 = (_nonneg(f"a_norms[{i}]", a) for i, a in enumerate(a_norms))
+    return a1, a2, a3
+
+
+def _gamma(k: int, dtype: torch.dtype) -> Fraction:
+    """Higham's γ_k = k·u/(1 − k·u) exactly (``fp_bounds.gamma`` returns a float that may round below it)."""
+    gamma(k, dtype)  # validates 0 <= k·u < 1
+    u = Fraction(unit_roundoff(dtype))
+    return k * u / (1 - k * u)
+
+
+def _tiny(dtype: torch.dtype) -> Fraction:
+    """The smallest positive normal number of ``dtype``, exactly (the gradual-underflow unit)."""
+    return Fraction(torch.finfo(dtype).tiny)
+
+
 def score_bound(B: Real, d: int, scale: Real | None = None) -> float:
     """L5: entries of Q, K1, K2 bounded by B ⇒ every score s⟨q, k1∘k2⟩ lies in [−M, M], M = |s|·d·B³ (B³ at s = 1/d)."""
     b = _nonneg("B", B)
-    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-        raise ValueError(f"d must be an integer >= 1; got {d!r}")
-    s = Fraction(1, d) if scale is None else abs(Fraction(scale))
-    return _up(s * d * b**3)
+    return _up(_abs_scale(scale, d) * d * b**3)
 
 
 def value_bound(B: Real) -> float:
@@ -105,10 +134,9 @@ def gradient_error_bounds(
     eta = _eta(_delta(delta))
     H = _nonneg("h_norm", h_norm)
     qn = _nonneg("q_tilde_norm", q_tilde_norm)
-    if len(a_norms) != 3:
-        raise ValueError(f"a_norms must hold (||A1||∞, ||A2||∞, ||A3||∞); got {len(a_norms)} values")
-    a1, a2, a3 = (_nonneg(f"a_norms[{i}]", a) for i, a in enumerate(a_norms))
-    s = Fraction(1, d) if scale is None else abs(Fraction(scale))
+    check_positive_int("n", n)
+    a1, a2, a3 = _a_norms(a_norms)
+    s = _abs_scale(scale, d)
     c = eta * H
     q = d * eta * H**2
     p = 3 * eta * qn + 2 * q
@@ -138,7 +166,14 @@ def forward_rounding_ops(g: int, d: int, n1: int, n2: int) -> int:
 
 
 def forward_rounding_term(
-    coefficients: Sequence[Real], abs_score_bound: Real, d: int, n1: int, n2: int, dtype, delta: Real, value_norm: Real
+    coefficients: Sequence[Real],
+    abs_score_bound: Real,
+    d: int,
+    n1: int,
+    n2: int,
+    dtype: torch.dtype,
+    delta: Real,
+    value_norm: Real,
 ) -> float:
     """Floating-point term of A1: ||Att_dtype − Att̃_exact||∞ ≤ 2ρ/(1−ρ)·||V||∞ + 2τ/(1−ρ).
 
@@ -148,32 +183,27 @@ def forward_rounding_term(
     (the dtype cannot evaluate this polynomial on this range: the alternating sum loses everything).
     """
     a = exact_coefficients(coefficients)
+    check_positive_int("n1", n1)
+    check_positive_int("n2", n2)
+    k = forward_rounding_ops(len(a) - 1, d, n1, n2)
+    rho, tau, _ = _normaliser_error(a, abs_score_bound, d, k, dtype, delta)
+    return _up(_eta(rho) * _nonneg("value_norm", value_norm) + 2 * tau / (1 - rho))
+
+
+def _normaliser_error(
+    a: tuple[Fraction, ...], abs_score_bound: Real, d: int, k: int, dtype: torch.dtype, delta: Real
+) -> tuple[Fraction, Fraction, Fraction]:
+    """(ρ, τ, κ) of :func:`forward_rounding_term`; ``ValueError`` when ρ >= 1."""
     g = len(a) - 1
-    k = forward_rounding_ops(g, d, n1, n2)
-    rho = _rho(a, abs_score_bound, delta, k, g, d, dtype)
+    kappa = feature_amplification(a, abs_score_bound, delta)
+    tau = k * feature_rank(g, d) * _tiny(dtype) * max(abs(c) for c in a) / (1 - _delta(delta))
+    rho = _gamma(k, dtype) * kappa + tau
     if rho >= 1:
         raise ValueError(
             f"floating-point term ρ = {float(rho):.3g} >= 1: {dtype} cannot evaluate a degree-{g} polynomial on scores "
             f"up to M = {float(abs_score_bound):.3g} (amplification ≈ e^(2M)); use float64 or a smaller B"
         )
-    tau = _underflow(a, delta, k, g, d, dtype)
-    return _up(_eta(rho) * _nonneg("value_norm", value_norm) + 2 * tau / (1 - rho))
-
-
-def _underflow(a: tuple[Fraction, ...], delta: Real, k: int, g: int, d: int, dtype) -> Fraction:
-    tiny = Fraction(torch_tiny(dtype))
-    return k * feature_rank(g, d) * tiny * max(abs(c) for c in a) / (1 - _delta(delta))
-
-
-def torch_tiny(dtype) -> float:
-    import torch
-
-    return float(torch.finfo(dtype).tiny)
-
-
-def _rho(a: tuple[Fraction, ...], m: Real, delta: Real, k: int, g: int, d: int, dtype) -> Fraction:
-    kappa = feature_amplification(a, m, delta)
-    return Fraction(gamma(k, dtype)) * kappa + _underflow(a, delta, k, g, d, dtype)
+    return rho, tau, kappa
 
 
 def gradient_rounding_term(
@@ -181,7 +211,7 @@ def gradient_rounding_term(
     abs_score_bound: Real,
     n: int,
     d: int,
-    dtype,
+    dtype: torch.dtype,
     delta: Real,
     h_norm: Real,
     e_norm: Real,
@@ -199,24 +229,19 @@ def gradient_rounding_term(
     """
     a = exact_coefficients(coefficients)
     g = len(a) - 1
+    check_positive_int("n", n)
     k = forward_rounding_ops(g, d, n, n)
-    rho = _rho(a, abs_score_bound, delta, k, g, d, dtype)
-    if rho >= 1:
-        raise ValueError(f"floating-point term ρ = {float(rho):.3g} >= 1: {dtype} cannot evaluate this polynomial")
-    tau = _underflow(a, delta, k, g, d, dtype)
-    kappa = feature_amplification(a, abs_score_bound, delta)
+    rho, tau, kappa = _normaliser_error(a, abs_score_bound, d, k, dtype, delta)
     H, E, C0 = _nonneg("h_norm", h_norm), _nonneg("e_norm", e_norm), _nonneg("c_l1", c_l1)
-    if len(a_norms) != 3:
-        raise ValueError(f"a_norms must hold (||A1||∞, ||A2||∞, ||A3||∞); got {len(a_norms)} values")
-    a1, a2, a3 = (_nonneg(f"a_norms[{i}]", x) for i, x in enumerate(a_norms))
-    s = Fraction(1, d) if scale is None else abs(Fraction(scale))
+    a1, a2, a3 = _a_norms(a_norms)
+    s = _abs_scale(scale, d)
     u = Fraction(unit_roundoff(dtype))
     fp_rows = _eta(rho) * H + 2 * tau / (1 - rho)
     F = H + fp_rows
     big_k = 3 * g + 3 * n + d * feature_rank(g, d) + 8
-    theta = (Fraction(gamma(big_k, dtype)) + rho) / (1 - rho)
+    theta = (_gamma(big_k, dtype) + rho) / (1 - rho)
     dc = d * (fp_rows + u * (F + E))
     C = C0 + dc
-    dr = dc * F + C * fp_rows + Fraction(gamma(d, dtype)) * C * F
-    underflow_G = 2 * s * big_k * n**3 * d**2 * feature_rank(g, d) * Fraction(float(torch_tiny(dtype)))
+    dr = dc * F + C * fp_rows + _gamma(d, dtype) * C * F
+    underflow_G = 2 * s * big_k * n**3 * d**2 * feature_rank(g, d) * _tiny(dtype)
     return _up(s * n * a1 * a2 * a3 * kappa * (H * (dc + C * theta) + dr + C * F * theta) + underflow_G)

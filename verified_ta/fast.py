@@ -8,6 +8,7 @@ D̃⁻¹N), which keeps float32 away from overflow. Error bounds: :mod:`verified
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from numbers import Real
@@ -33,9 +34,9 @@ def normalised_coefficients(coefficients: Sequence[Real]) -> tuple[Fraction, ...
     return tuple(c / top for c in a)
 
 
-def _check_dtype(t: torch.Tensor) -> None:
+def _check_dtype(name: str, t: torch.Tensor) -> None:
     if t.dtype not in FAST_DTYPES:
-        raise ValueError(f"the fast path supports float32 and float64 only; got {t.dtype}")
+        raise ValueError(f"{name} dtype: the fast path supports float32 and float64 only; got {t.dtype}")
 
 
 def normaliser(U: torch.Tensor, V: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
@@ -45,11 +46,9 @@ def normaliser(U: torch.Tensor, V: torch.Tensor, W: torch.Tensor) -> torch.Tenso
 
 def _features(q, k1, k2, coefficients, scale, memory_limit_bytes):
     a = normalised_coefficients(coefficients)
-    batch = 1
-    for size in q.shape[:-2]:
-        batch *= size
     check_feature_memory(
-        q.shape[-2], k1.shape[-2], k2.shape[-2], len(a) - 1, q.shape[-1], q.element_size(), batch, memory_limit_bytes
+        q.shape[-2], k1.shape[-2], k2.shape[-2], len(a) - 1, q.shape[-1], q.element_size(), math.prod(q.shape[:-2]),
+        memory_limit_bytes,
     )
     return feature_maps(q, k1, k2, a, scale)
 
@@ -72,7 +71,7 @@ def fast_tensor_attention(
     features over ``memory_limit_bytes``.
     """
     check_attention_inputs(q, k1, k2, v1, v2)
-    _check_dtype(q)
+    _check_dtype("q", q)
     s = resolve_scale(scale, q.shape[-1])
     U, V, W = _features(q, k1, k2, coefficients, s, memory_limit_bytes)
     numerator = U @ ((V.transpose(-1, -2) @ v1) * (W.transpose(-1, -2) @ v2))  # T3: (..., n_q, d)
@@ -120,8 +119,8 @@ def fast_objective_gradient(
     """
     named = {"A1": A1, "A2": A2, "A3": A3, "A4": A4, "A5": A5, "E": E}
     factors = {"X1": X1, "X2": X2, "X3": X3, "Y1": Y1, "Y2": Y2}
-    check_attention_inputs(A1, A2, A3, A4, A5)
-    _check_dtype(A1)
+    check_attention_inputs(A1, A2, A3, A4, A5, check_values=False)  # finiteness: in the loop below, with E and X, Y
+    _check_dtype("A1", A1)
     n, d = A1.shape[-2:]
     for name, t in {**named, **factors}.items():
         if not isinstance(t, torch.Tensor) or t.dtype != A1.dtype or t.device != A1.device:
@@ -130,8 +129,6 @@ def fast_objective_gradient(
         if tuple(t.shape) != want:
             raise ValueError(f"{name} must have shape {want}; got {tuple(t.shape)}")
         check_finite(name, t)
-    if not (A2.shape[-2] == A3.shape[-2] == n):
-        raise ValueError(f"A1, A2, A3 must share n; got {A1.shape[-2]}, {A2.shape[-2]}, {A3.shape[-2]}")
     s = resolve_scale(scale, d)
     T = lambda x: x.transpose(-1, -2)  # noqa: E731 - local shorthand
     Q, K1, K2, Va, Vb = A1 @ X1, A2 @ X2, A3 @ X3, A4 @ Y1, A5 @ Y2

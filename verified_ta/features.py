@@ -21,6 +21,9 @@ from typing import Sequence
 
 import torch
 
+from .reference import resolve_scale
+from .validation import check_positive_int
+
 __all__ = [
     "DEFAULT_MEMORY_LIMIT_BYTES",
     "MultiIndexTable",
@@ -62,10 +65,8 @@ class MultiIndexTable:
 
 
 def _check_degree_dim(g: int, d: int) -> None:
-    if isinstance(g, bool) or not isinstance(g, int) or g < 0:
-        raise ValueError(f"degree g must be an integer >= 0; got {g!r}")
-    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-        raise ValueError(f"head dimension d must be an integer >= 1; got {d!r}")
+    check_positive_int("degree g", g, minimum=0)
+    check_positive_int("head dimension d", d)
 
 
 def feature_rank(g: int, d: int) -> int:
@@ -110,15 +111,14 @@ def feature_memory_bytes(n_q: int, n1: int, n2: int, g: int, d: int, itemsize: i
 
 def check_feature_memory(
     n_q: int, n1: int, n2: int, g: int, d: int, itemsize: int, batch: int, memory_limit_bytes: int
-) -> int:
-    """Raise ``ValueError`` naming the limit when the features of rank C(g+d, d) would not fit; return the rank."""
+) -> None:
+    """Raise ``ValueError`` naming ``memory_limit_bytes`` when the features of rank C(g+d, d) would not fit (L8, L11)."""
     need = feature_memory_bytes(n_q, n1, n2, g, d, itemsize, batch)
     if need > memory_limit_bytes:
         raise ValueError(
             f"features of rank r = C(g+d, d) = C({g}+{d}, {d}) = {feature_rank(g, d)} need {need} bytes, over "
             f"memory_limit_bytes = {memory_limit_bytes}; lower the degree g or the head dimension d"
         )
-    return feature_rank(g, d)
 
 
 def exact_coefficients(coefficients: Sequence[Real]) -> tuple[Fraction, ...]:
@@ -159,7 +159,8 @@ def _query_weights(coefficients: Sequence[Fraction], scale: float, d: int, dtype
 def query_features(q: torch.Tensor, coefficients: Sequence[Real], scale: float) -> torch.Tensor:
     """U of L8: ``(..., n, r)`` with U[i,α] = a_|α| · multinomial(|α|; α) · s^|α| · q_i^α."""
     a = exact_coefficients(coefficients)
-    return monomials(q, len(a) - 1) * _query_weights(a, scale, q.shape[-1], q.dtype, q.device)
+    s = resolve_scale(scale, q.shape[-1])
+    return monomials(q, len(a) - 1) * _query_weights(a, s, q.shape[-1], q.dtype, q.device)
 
 
 def feature_maps(

@@ -9,6 +9,7 @@ F(1) is recovered from gradient evaluations by a Riemann sum: F(0) + (1/m)Σ_{i<
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 
@@ -49,12 +50,22 @@ def _value_and_gradient(lam: float, q, k1, k2, v1, v2, scale):
     return 2 * loss, G, X0
 
 
-def objective_value(lam: float, q, k1, k2, v1, v2, *, scale: float | None = None) -> float:
+def objective_value(
+    lam: float,
+    q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor,
+    *,
+    scale: float | None = None,
+) -> float:
     """A3: F(λ) = 2·Loss(λX0) with E = 0, Y = I⊘I."""
     return float(_value_and_gradient(lam, q, k1, k2, v1, v2, scale)[0])
 
 
-def objective_derivative(lam: float, q, k1, k2, v1, v2, *, scale: float | None = None) -> float:
+def objective_derivative(
+    lam: float,
+    q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor,
+    *,
+    scale: float | None = None,
+) -> float:
     """A3: F'(λ) = 2⟨∇Loss(λX0), X0⟩ from the closed-form gradient L1 (P26)."""
     _, G, X0 = _value_and_gradient(lam, q, k1, k2, v1, v2, scale)
     return float(2 * (G * X0).sum())
@@ -66,16 +77,23 @@ def objective_at_zero(v1: torch.Tensor, v2: torch.Tensor) -> float:
     return float(v1.shape[-2] * (row * row).sum())
 
 
-def score_range(q, k1, k2, *, scale: float | None = None) -> float:
+def score_range(q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, *, scale: float | None = None) -> float:
     """B̂ of L12: the largest per-row range max_ab S − min_ab S of S = s·Q(K1⊘K2)^T."""
     s = resolve_scale(scale, q.shape[-1])
     S = (q @ khatri_rao(k1, k2).T) * s
     return float((S.amax(-1) - S.amin(-1)).max())
 
 
-def curvature_bound(q, k1, k2, v1, v2, *, scale: float | None = None) -> float:
-    """b ≥ sup_{λ∈[0,1]} |F''(λ)|: L12 with F(λ) ≤ n·d·||V1||∞²||V2||∞² (needs V1⊘V2 ≥ 0 entrywise)."""
-    f_max = q.shape[-2] * q.shape[-1] * (float(v1.abs().max()) * float(v2.abs().max())) ** 2
+def curvature_bound(
+    q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor,
+    *,
+    scale: float | None = None,
+) -> float:
+    """b ≥ sup_{λ∈[0,1]} |F''(λ)|: L12 with F(λ) ≤ n·d·||V1||∞²||V2||∞² (needs V1⊘V2 ≥ 0 entrywise).
+
+    The F bound is exact and the result rounded up; B̂ is :func:`score_range`, computed in the inputs' dtype.
+    """
+    f_max = q.shape[-2] * q.shape[-1] * (Fraction(float(v1.abs().max())) * Fraction(float(v2.abs().max()))) ** 2
     return derivative_bounds(score_range(q, k1, k2, scale=scale), f_max)[1]
 
 
@@ -90,7 +108,12 @@ class RiemannRecovery:
     m: int
 
 
-def riemann_recovery(q, k1, k2, v1, v2, m: int, *, scale: float | None = None) -> RiemannRecovery:
+def riemann_recovery(
+    q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor,
+    m: int,
+    *,
+    scale: float | None = None,
+) -> RiemannRecovery:
     """A3: F(0) + (1/m) Σ_{i<m} F'(i/m) (left Riemann sum) against F(1); |error| ≤ sup|F''|/(2m) ≤ b/m (P39)."""
     check_positive_int("m", m)
     if bool((khatri_rao(v1, v2) < 0).any()):

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import mpmath
 
-__all__ = ["FAMILIES", "Polynomial", "build_polynomial", "as_fraction", "parse_fraction"]
+__all__ = ["FAMILIES", "Polynomial", "build_polynomial", "as_fraction", "fraction_str", "parse_fraction"]
 
 FAMILIES = ("taylor", "taylor-mid", "chebyshev", "minimax")
 
@@ -44,9 +44,16 @@ def as_fraction(x: Any) -> Fraction:
             raise ValueError(f"expected a finite number, got {x!r}")
         return Fraction(x)
     if isinstance(x, mpmath.mpf):
+        if not mpmath.isfinite(x):  # man_exp of ±inf and nan reads as 0
+            raise ValueError(f"expected a finite number, got {x!r}")
         man, exp = x.man_exp
         return Fraction(int(man)) * (Fraction(2) ** int(exp))
     raise ValueError(f"cannot convert {type(x).__name__} exactly to a rational")
+
+
+def fraction_str(x: Fraction) -> str:
+    """The exact "p/q" form of a rational (the JSON and hashing form; parse back with :func:`parse_fraction`)."""
+    return f"{x.numerator}/{x.denominator}"
 
 
 def parse_fraction(text: str, name: str = "value") -> Fraction:
@@ -111,12 +118,12 @@ class Polynomial:
 
     def coefficient_strings(self) -> list[str]:
         """Coefficients as exact "p/q" strings (the JSON form)."""
-        return [f"{c.numerator}/{c.denominator}" for c in self.coefficients]
+        return [fraction_str(c) for c in self.coefficients]
 
     def sha256(self) -> str:
         """SHA-256 of the canonical text: family, interval and coefficients as "p/q", one per line."""
         a, b = self.interval
-        lines = [self.family, f"{a.numerator}/{a.denominator}", f"{b.numerator}/{b.denominator}"]
+        lines = [self.family, fraction_str(a), fraction_str(b)]
         return hashlib.sha256("\n".join(lines + self.coefficient_strings()).encode()).hexdigest()
 
 
@@ -160,7 +167,7 @@ def _chebyshev_to_monomial(cheb: Sequence[Fraction], a: Fraction, b: Fraction) -
     for k in range(len(cheb) - 1, 0, -1):
         b1, b2 = axpy(axpy([cheb[k]], times_t(b1, Fraction(2))), b2, Fraction(-1)), b1
     result = axpy(axpy([cheb[0]], times_t(b1, Fraction(1))), b2, Fraction(-1))
-    return tuple(result[: len(cheb)]) if len(result) > len(cheb) else tuple(result)
+    return tuple(result[: len(cheb)])  # degree <= g: the start b1 = [0] only pads an exact zero on top
 
 
 def _cheb_eval(c: Sequence[mpmath.mpf], t: mpmath.mpf) -> mpmath.mpf:
