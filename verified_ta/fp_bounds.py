@@ -7,6 +7,9 @@ between two evaluations of an identity by the sum of both sides' γ-terms, never
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import numpy as np
 import torch
 
@@ -50,11 +53,13 @@ def unit_roundoff(dtype) -> float:
 
 
 def gamma(k: int, dtype) -> float:
-    """Higham's γ_k = k·u / (1 − k·u); requires k·u < 1."""
+    """Higham's γ_k = k·u / (1 − k·u), as the smallest float >= its exact value; requires k·u < 1."""
     u = unit_roundoff(dtype)
     if k < 0 or k * u >= 1:
         raise ValueError(f"gamma needs 0 <= k < 1/u = {1 / u:.3g}; got k={k}")
-    return k * u / (1 - k * u)
+    exact = Fraction(k) * Fraction(u) / (1 - Fraction(k) * Fraction(u))
+    value = float(exact)
+    return value if Fraction(value) >= exact else math.nextafter(value, math.inf)
 
 
 def rounding_bound(magnitude, ops: int, dtype):
