@@ -72,16 +72,21 @@ def reference_out_only(q, k1, k2, v1, v2, *, scale, causal):
     return tensor_attention_reference(q, k1, k2, v1, v2, scale=scale, causal=causal)
 
 
+def _mask_future(z: torch.Tensor, mask_offset: int = 0) -> torch.Tensor:
+    """Scores z[..., i, a, b] with pairs a > i + offset or b > i + offset set to -inf (written out, not the package's)."""
+    i = torch.arange(z.shape[-3], device=z.device)[:, None, None] + mask_offset
+    a = torch.arange(z.shape[-2], device=z.device)[None, :, None]
+    b = torch.arange(z.shape[-1], device=z.device)[None, None, :]
+    return z.masked_fill(~((a <= i) & (b <= i)), float("-inf"))
+
+
 def _einsum_attention(q, k1, k2, v1, v2, *, scale, causal, mask_offset=0, normalise_over_pairs=True, cap=None):
     """Materialised scores, torch.softmax and autograd: an implementation independent of the package reference."""
     z = torch.einsum("...il,...al,...bl->...iab", q, k1, k2) * scale
     if cap is not None:
         z = z.clamp(-cap, cap)
     if causal:
-        i = torch.arange(q.shape[-2], device=q.device)[:, None, None] + mask_offset
-        a = torch.arange(k1.shape[-2], device=q.device)[None, :, None]
-        b = torch.arange(k2.shape[-2], device=q.device)[None, None, :]
-        z = z.masked_fill(~((a <= i) & (b <= i)), float("-inf"))
+        z = _mask_future(z, mask_offset)
     if normalise_over_pairs:
         p = torch.softmax(z.flatten(-2), -1).reshape(z.shape)
     else:
@@ -200,8 +205,7 @@ def no_max_subtraction(q, k1, k2, v1, v2, *, scale, causal):
     """exp of the raw scores (no row max): overflows once s·⟨q, k1∘k2⟩ passes the dtype's exp range."""
     z = torch.einsum("...il,...al,...bl->...iab", q, k1, k2) * scale
     if causal:
-        i = torch.arange(q.shape[-2])[:, None, None]
-        z = z.masked_fill(~((torch.arange(k1.shape[-2])[None, :, None] <= i) & (torch.arange(k2.shape[-2])[None, None, :] <= i)), float("-inf"))
+        z = _mask_future(z)
     e = torch.exp(z)
     total = e.sum((-2, -1))
     return torch.einsum("...iab,...al,...bl->...il", e, v1, v2) / total[..., None], torch.log(total)

@@ -71,6 +71,11 @@ def test_bad_arguments_rejected():
         tensor_attention(*_inputs(d=8, dtype=torch.float32), backend="triton")
     with pytest.raises(ValueError, match="dtype must be one of float16, bfloat16, float32"):
         tensor_attention(*xs, backend="triton")  # float64
+    with pytest.raises(ValueError, match="causal must be a bool; got 'yes'"):
+        tensor_attention(*_inputs(n=4, n1=5), causal="yes")
+    wide = [torch.zeros(1, 1, 2, 16).expand(65536, 1, 2, 16) for _ in range(5)]  # no memory: a view
+    with pytest.raises(ValueError, match=r"batch·heads .* must lie in \[0, 65535\].*got 65536"):
+        tensor_attention(*wide, backend="triton")  # CUDA's grid axis 1 cap, checked before the device
 
 
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"), reason="interpreter enabled")
@@ -91,6 +96,27 @@ def test_triton_backend_autograd_under_interpreter():
     assert proc.returncode == 0, proc.stderr[-4000:]
     rows = json.loads(proc.stdout)["iface"]
     assert len(rows) == 7 and all(r["passed"] for r in rows), rows
+
+
+@pytest.mark.skipif(not triton_available(), reason="triton is not installed")
+@spec("L4")
+def test_triton_backend_refuses_double_backward():
+    """The kernels' backward is not differentiable: create_graph=True raises instead of silently dropping the
+    kernel's second-order part (a gradient penalty ‖dQ‖² + Σq would otherwise backpropagate Σq alone)."""
+    code = ("import torch\nfrom verified_ta.interface import tensor_attention\n"
+            "xs = [torch.randn(1, 1, 2, 16, requires_grad=True) for _ in range(5)]\n"
+            "out = tensor_attention(*xs, backend='triton')\n"
+            "try:\n    (dq,) = torch.autograd.grad(out.sum(), xs[0], create_graph=True)\n"
+            "    (dq.square().sum() + xs[0].sum()).backward()\n    print('no error')\n"
+            "except RuntimeError as e:\n    print('RuntimeError', e)\n"
+            "(dq1,) = torch.autograd.grad(tensor_attention(*xs, backend='triton').sum(), xs[0])\n"
+            "print('first order', dq1.shape)\n")
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    first, second = proc.stdout.splitlines()
+    assert first.startswith("RuntimeError") and "no double backward" in first, proc.stdout
+    assert second == "first order torch.Size([1, 1, 2, 16])", proc.stdout
 
 
 @spec("P15")

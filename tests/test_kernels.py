@@ -17,7 +17,7 @@ import sys
 import pytest
 import torch
 
-from verified_ta.kernels import SUPPORTED_HEAD_DIMS, check_head_dim, triton_available
+from verified_ta.kernels import MAX_BATCH_HEADS, SUPPORTED_HEAD_DIMS, check_batch_heads, check_head_dim, triton_available
 from verified_ta.spec import spec
 
 needs_triton = pytest.mark.skipif(not triton_available(), reason="triton is not installed")
@@ -95,16 +95,31 @@ def test_head_dim_rejected():
     assert all(check_head_dim(d) == d for d in SUPPORTED_HEAD_DIMS)
 
 
+def test_batch_heads_rejected():
+    """batch·heads is grid axis 1, which CUDA caps at 65535 programs: more is a ValueError, not a launch failure."""
+    assert check_batch_heads(MAX_BATCH_HEADS) == 65535 and check_batch_heads(0) == 0
+    with pytest.raises(ValueError, match=r"batch·heads .* must lie in \[0, 65535\].*got 65536$"):
+        check_batch_heads(65536)
+
+
 @needs_triton
-def test_trap_name_rejected():
-    """An unknown trap name is a ValueError naming the allowed set (checked before any launch)."""
+def test_launcher_arguments_rejected():
+    """Unknown trap name, batch·heads over CUDA's grid cap, tiles tl.dot cannot take: ValueErrors before any launch."""
     code = ("from verified_ta.kernels import load; import torch\n"
-            "x = torch.zeros(1, 1, 2, 16)\n"
-            "try:\n    load().forward(x, x, x, x, x, 0.25, False, trap='nope')\n"
-            "except ValueError as e:\n    print('ValueError', e)\n")
+            "tk = load()\n"
+            "x, wide = torch.zeros(1, 1, 2, 16), torch.zeros(1, 1, 2, 16).expand(65536, 1, 2, 16)\n"
+            "for call in (lambda: tk.forward(x, x, x, x, x, 0.25, False, trap='nope'),\n"
+            "             lambda: tk.forward(*[wide] * 5, 0.25, False),\n"
+            "             lambda: tk.backward(*[wide] * 7, wide[..., 0], 0.25, False),\n"
+            "             lambda: tk.KernelConfig(8, 16), lambda: tk.KernelConfig(16, 48)):\n"
+            "    try:\n        call()\n        print('no error')\n"
+            "    except ValueError as e:\n        print('ValueError', e)\n")
     env = dict(os.environ, TRITON_INTERPRET="1")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120).stdout
-    assert out.startswith("ValueError") and "lse_log2" in out
+    lines = out.splitlines()
+    assert len(lines) == 5 and all(line.startswith("ValueError") for line in lines), out
+    assert "lse_log2" in lines[0] and "got 65536" in lines[1] and "got 65536" in lines[2]
+    assert "block_m must be a power of two >= 16" in lines[3] and "block_n must be a power of two >= 16" in lines[4]
 
 
 # ---------------------------------------------------------------------------------------------- GPU

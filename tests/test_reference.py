@@ -244,7 +244,7 @@ def test_one_sided_causal_mask_is_caught(monkeypatch):
     case = random_case(n=(4, 4, 4), d=2, causal=True, seed=3)
     assert not _fails(check_p22, tensor_attention_forward, case)
     monkeypatch.setattr(
-        reference, "_causal_mask", lambda start, stop, n1, n2, device: (
+        reference, "causal_mask", lambda start, stop, n1, n2, device: (
             torch.arange(n1)[None, :, None] <= torch.arange(start, stop)[:, None, None]
         ).expand(stop - start, n1, n2)
     )

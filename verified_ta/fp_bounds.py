@@ -13,6 +13,10 @@ from fractions import Fraction
 import numpy as np
 import torch
 
+from .gradient import objective_terms
+from .products import kron
+from .reference import causal_mask, resolve_scale
+
 __all__ = [
     "unit_roundoff",
     "gamma",
@@ -89,13 +93,10 @@ def objective_rounding_bounds(A1, A2, A3, A4, A5, E, X, Y, scale: float | None =
     result is scaled by (1 + γ_K)^4 with K the longest sum. Assumes no overflow and no underflow beyond the
     tiny term. Inputs hold the exact values (any float dtype; read as float64).
     """
-    from .gradient import objective_terms
-    from .products import kron
-
     exact = [v.detach().to(torch.float64) for v in (A1, A2, A3, A4, A5, E, X, Y)]
     a1, a2, a3, a4, a5, e, x, y = (v.abs() for v in exact)
     n, d = a1.shape
-    s = abs(1.0 / d if scale is None else scale)
+    s = abs(resolve_scale(scale, d))
     g = lambda k: gamma(k, dtype)  # noqa: E731 - local shorthand
     tiny = _TINY[_key(dtype)]
     k23, k45 = kron(a2, a3), kron(a4, a5)
@@ -143,7 +144,7 @@ def attention_rounding_bounds(q, k1, k2, v1, v2, grad_out=None, *, scale: float 
     q, k1, k2, v1, v2 = (x.detach().to(torch.float64) for x in (q, k1, k2, v1, v2))
     n_q, d = q.shape
     n1, n2 = k1.shape[0], k2.shape[0]
-    s = 1.0 / d if scale is None else float(scale)
+    s = resolve_scale(scale, d)
     g = lambda k: gamma(k, dtype)  # noqa: E731 - local shorthand
     tiny = _TINY[_key(dtype)]
     k_long = max(n1 * n2, n_q * n2, n_q * n1) + 6  # longest flat sum (pairs, or queries × one key) plus factors
@@ -151,8 +152,7 @@ def attention_rounding_bounds(q, k1, k2, v1, v2, grad_out=None, *, scale: float 
     z = torch.einsum("il,al,bl->iab", q, k1, k2) * s
     z_mag = torch.einsum("il,al,bl->iab", q.abs(), k1.abs(), k2.abs()) * abs(s)
     if causal:
-        i = torch.arange(n_q)[:, None, None]
-        mask = (torch.arange(n1)[None, :, None] <= i) & (torch.arange(n2)[None, None, :] <= i)
+        mask = causal_mask(0, n_q, n1, n2, z.device)
         z = z.masked_fill(~mask, float("-inf"))
         z_mag = z_mag * mask
     dz = g(d + 2) * z_mag

@@ -22,7 +22,11 @@ BACKENDS = ("auto", "triton", "reference")
 
 
 class _TritonTensorAttention(torch.autograd.Function):
-    """Fused forward and L4 backward (``verified_ta.kernels.triton_kernels``); returns ``(out, lse)``."""
+    """Fused forward and L4 backward (``verified_ta.kernels.triton_kernels``); returns ``(out, lse)``.
+
+    The backward kernels are not differentiable: with ``create_graph=True`` the backward raises instead of returning
+    gradients without a graph (a double backward would silently drop the kernel's second-order terms).
+    """
 
     @staticmethod
     def forward(ctx, q, k1, k2, v1, v2, scale, causal):  # type: ignore[override]
@@ -34,6 +38,8 @@ class _TritonTensorAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out, grad_lse):  # type: ignore[override]
         q, k1, k2, v1, v2, out, lse = ctx.saved_tensors
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k1, k2, v1, v2)):
+            raise RuntimeError("backend='triton' has no double backward (create_graph=True): use backend='reference'")
         if grad_out is None:
             grad_out = torch.zeros_like(out)
         grads = kernels.load().backward(grad_out, q, k1, k2, v1, v2, out, lse, ctx.scale, ctx.causal, grad_lse)
@@ -48,6 +54,7 @@ def _use_triton(q: torch.Tensor, backend: str) -> bool:
     if backend == "triton":
         kernels.check_kernel_dtype(q.dtype)
         kernels.check_head_dim(q.shape[-1])
+        kernels.check_batch_heads(q.shape[:-2].numel())
         if not (q.is_cuda or (q.device.type == "cpu" and kernels.interpreter_enabled())):
             raise ValueError(
                 f"backend='triton' needs CUDA tensors, or CPU tensors with TRITON_INTERPRET=1; got device {q.device}")
@@ -75,13 +82,15 @@ def tensor_attention(
     (float32 from the kernels). ``backend``: ``"auto"`` runs the fused Triton kernels for CUDA tensors of
     dtype float16/bfloat16/float32 with d in {16, 32, 64, 128} and the exact chunked reference otherwise;
     ``"triton"`` insists on the kernels (ValueError if they cannot run; on a CPU they run under
-    ``TRITON_INTERPRET=1``); ``"reference"`` always uses the reference. The kernel path does no
-    data-dependent checks (as SDPA); the reference rejects non-finite inputs.
+    ``TRITON_INTERPRET=1``; batch·heads at most 65535); ``"reference"`` always uses the reference. The kernel
+    path does no data-dependent checks (as SDPA) and supports one backward (no double backward); the reference
+    rejects non-finite inputs and is twice differentiable. The kernels have so far run only under the CPU
+    interpreter, never on a GPU (docs/kernels.md).
     """
-    check_attention_inputs(q, k1, k2, v1, v2, causal=causal, check_values=False)
-    s = resolve_scale(scale, q.shape[-1])
     if not isinstance(causal, bool):
         raise ValueError(f"causal must be a bool; got {causal!r}")
+    check_attention_inputs(q, k1, k2, v1, v2, causal=causal, check_values=False)
+    s = resolve_scale(scale, q.shape[-1])
     if _use_triton(q, backend):
         out, lse = _TritonTensorAttention.apply(q, k1, k2, v1, v2, s, causal)
         return (out, lse) if return_lse else out

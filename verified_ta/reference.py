@@ -17,6 +17,7 @@ from .validation import check_attention_inputs, check_positive_int
 __all__ = [
     "default_scale",
     "resolve_scale",
+    "causal_mask",
     "tensor_attention_forward",
     "tensor_attention_backward",
     "tensor_attention_reference",
@@ -47,7 +48,7 @@ def _chunks(n_q: int, n1: int, n2: int, chunk_size: int | None) -> Iterator[tupl
         yield start, min(n_q, start + c)
 
 
-def _causal_mask(start: int, stop: int, n1: int, n2: int, device: torch.device) -> torch.Tensor:
+def causal_mask(start: int, stop: int, n1: int, n2: int, device: torch.device) -> torch.Tensor:
     """True where the pair (a, b) is visible to query i: a <= i and b <= i (SPEC §2)."""
     i = torch.arange(start, stop, device=device)[:, None, None]
     a = torch.arange(n1, device=device)[None, :, None]
@@ -88,7 +89,7 @@ def tensor_attention_forward(
     lse = torch.empty(q.shape[:-1], dtype=q.dtype, device=q.device)
     v2u = v2.unsqueeze(-3)
     for start, stop in _chunks(n_q, n1, n2, chunk_size):
-        mask = _causal_mask(start, stop, n1, n2, q.device) if causal else None
+        mask = causal_mask(start, stop, n1, n2, q.device) if causal else None
         s, _ = _chunk_scores(q[..., start:stop, :], k1, k2, scale, mask)
         m = s.amax(dim=(-2, -1), keepdim=True)
         e = torch.exp(s - m)
@@ -127,7 +128,7 @@ def tensor_attention_backward(
     v2t = v2.transpose(-1, -2).unsqueeze(-3)
     for start, stop in _chunks(n_q, n1, n2, chunk_size):
         sl = slice(start, stop)
-        mask = _causal_mask(start, stop, n1, n2, q.device) if causal else None
+        mask = causal_mask(start, stop, n1, n2, q.device) if causal else None
         qc, doc = q[..., sl, :], grad_out[..., sl, :]
         s, qk1 = _chunk_scores(qc, k1, k2, scale, mask)
         p = torch.exp(s - lse[..., sl, None, None])

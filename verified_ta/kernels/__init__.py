@@ -16,8 +16,10 @@ import torch
 __all__ = [
     "SUPPORTED_HEAD_DIMS",
     "KERNEL_DTYPES",
+    "MAX_BATCH_HEADS",
     "check_head_dim",
     "check_kernel_dtype",
+    "check_batch_heads",
     "triton_available",
     "interpreter_enabled",
     "load",
@@ -27,6 +29,8 @@ __all__ = [
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
 #: operand dtypes; softmax statistics, LSE, δ and accumulators are always float32
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+#: batch·heads is grid axis 1 of every launch, which CUDA caps at 65535 programs
+MAX_BATCH_HEADS = 65535
 
 
 def check_head_dim(d: int) -> int:
@@ -41,6 +45,15 @@ def check_kernel_dtype(dtype: torch.dtype) -> torch.dtype:
     if dtype not in KERNEL_DTYPES:
         raise ValueError(f"dtype must be one of float16, bfloat16, float32 for the Triton kernels; got {dtype}")
     return dtype
+
+
+def check_batch_heads(batch_heads: int) -> int:
+    """ValueError unless batch·heads (the product of q's leading dimensions) fits CUDA's grid axis 1."""
+    if not 0 <= batch_heads <= MAX_BATCH_HEADS:
+        raise ValueError(
+            f"batch·heads (the product of q's leading dimensions) must lie in [0, {MAX_BATCH_HEADS}] for the Triton "
+            f"kernels; got {batch_heads}")
+    return batch_heads
 
 
 def triton_available() -> bool:

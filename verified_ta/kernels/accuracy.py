@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ from ..fp_bounds import gamma
 from ..reference import resolve_scale, tensor_attention_backward, tensor_attention_forward, tensor_attention_reference
 from ..report import CheckRow
 from .baselines import expanded_lse, expanded_sdpa
+
+if TYPE_CHECKING:
+    from .triton_kernels import KernelConfig
 
 __all__ = [
     "QUANTITIES",
@@ -49,6 +52,8 @@ __all__ = [
     "oracle_result",
     "rounding_floor",
     "rounding_floors",
+    "abs_error",
+    "flash_rule_tolerance",
     "flash_rule_rows",
     "check_case",
 ]
@@ -118,7 +123,7 @@ def same_dtype_results(inputs: Sequence[torch.Tensor], grad_out: torch.Tensor, *
 
 
 def kernel_result(inputs: Sequence[torch.Tensor], grad_out: torch.Tensor, *, scale: float | None, causal: bool,
-                  config=None, trap: str | None = None) -> AttentionResult:
+                  config: KernelConfig | None = None, trap: str | None = None) -> AttentionResult:
     """The Triton launchers called directly (tile ``config`` and planted ``trap`` for tests)."""
     from . import load
 
@@ -183,8 +188,18 @@ def rounding_floors(inputs: Sequence[torch.Tensor], grad_out: torch.Tensor, exac
     return {name: rounding_floor(exact.get(name), dtype) + extra.get(name, 0.0) for name in QUANTITIES}
 
 
+def abs_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """|a − b| entrywise, in float64 on the CPU (NaN stays NaN)."""
+    return (a.detach().to("cpu", torch.float64) - b.detach().to("cpu", torch.float64)).abs()
+
+
+def flash_rule_tolerance(reference_error: float, floor: float) -> float:
+    """The FlashAttention rule (P15, L4): 2 × the same-dtype torch reference's max error + a rounding floor."""
+    return 2.0 * reference_error + floor
+
+
 def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.detach().to("cpu", torch.float64) - b.detach().to("cpu", torch.float64)).abs().max())
+    return float(abs_error(a, b).max())
 
 
 def flash_rule_rows(candidate: AttentionResult, same_dtype: Sequence[AttentionResult], exact: AttentionResult,
@@ -196,7 +211,7 @@ def flash_rule_rows(candidate: AttentionResult, same_dtype: Sequence[AttentionRe
         ref_err = max(_max_err(r.get(name), ex) for r in same_dtype)
         floor = floors[name]
         rows.append(CheckRow.compare(
-            _SPEC.get(name, "L4"), f"{label} {name}", _max_err(candidate.get(name), ex), 2.0 * ref_err + floor,
+            _SPEC.get(name, "L4"), f"{label} {name}", _max_err(candidate.get(name), ex), flash_rule_tolerance(ref_err, floor),
             detail=f"2×{ref_err:.2e} (torch {str(dtype).removeprefix('torch.')}) + floor {floor:.1e}",
             reference_error=ref_err, floor=floor,
         ))
@@ -205,7 +220,7 @@ def flash_rule_rows(candidate: AttentionResult, same_dtype: Sequence[AttentionRe
 
 def check_case(*, shape_q: Sequence[int], n1: int, n2: int, dtype: torch.dtype, causal: bool,
                scale: float | None = None, input_scale: float = 1.0, seed: int = 0, exact: str = "float64",
-               config=None, trap: str | None = None, via: str = "launchers", label: str = "") -> list[CheckRow]:
+               config: KernelConfig | None = None, trap: str | None = None, via: str = "launchers", label: str = "") -> list[CheckRow]:
     """Kernel vs exact under the FlashAttention rule for one random case (CPU tensors; the interpreter path).
 
     ``via="interface"`` runs :func:`verified_ta.tensor_attention` with ``backend="triton"`` and autograd instead

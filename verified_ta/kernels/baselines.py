@@ -12,17 +12,17 @@ import torch
 import torch.nn.functional as F
 
 from ..products import khatri_rao
-from ..reference import resolve_scale
+from ..reference import causal_mask, resolve_scale
 
 __all__ = ["kronecker_mask", "expanded_sdpa", "expanded_lse", "naive_attention"]
 
 
 def kronecker_mask(n_q: int, n1: int, n2: int, start: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Boolean (n_q, n1·n2) mask, True where pair (a, b) = column a·n2 + b is visible to query i: a ≤ i and b ≤ i."""
-    i = torch.arange(start, start + n_q, device=device)[:, None, None]
-    a = torch.arange(n1, device=device)[None, :, None]
-    b = torch.arange(n2, device=device)[None, None, :]
-    return ((a <= i) & (b <= i)).reshape(n_q, n1 * n2)
+    """Boolean (n_q, n1·n2) mask, True where pair (a, b) = column a·n2 + b is visible to query i: a ≤ i and b ≤ i.
+
+    The reference's causal mask (SPEC §2) of queries ``start … start + n_q − 1``, flattened over pairs (T10).
+    """
+    return causal_mask(start, start + n_q, n1, n2, torch.device(device)).reshape(n_q, n1 * n2)
 
 
 def expanded_sdpa(q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor, *,
@@ -57,6 +57,6 @@ def naive_attention(q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, v1: tor
     sc = torch.einsum("...il,...al,...bl->...iab", q, k1, k2) * s
     n_q, n1, n2 = sc.shape[-3:]
     if causal:
-        sc = sc.masked_fill(~kronecker_mask(n_q, n1, n2, device=q.device).reshape(n_q, n1, n2), float("-inf"))
+        sc = sc.masked_fill(~causal_mask(0, n_q, n1, n2, q.device), float("-inf"))
     p = torch.softmax(sc.reshape(*sc.shape[:-2], n1 * n2), dim=-1).reshape(sc.shape)
     return torch.einsum("...iab,...ad,...bd->...id", p, v1, v2)

@@ -13,12 +13,17 @@ Backward (L4), no atomics, deterministic:
   kernel with fl(q∘k1_a) as queries); writes dK2, dV2.
   Not the K1-owner relaunched with (K1,V1) ↔ (K2,V2) swapped: that computes the scores as fl(q∘k2_b)·k1_a,
   a different rounding from the forward's fl(q∘k1_a)·k2_b, so P = exp(s − LSE) loses relative accuracy
-  u·|S| (measured: dV2 at 21× the FlashAttention tolerance in float32 at n = 1, 1.25× in float16).
+  u·|S| (measured under the CPU interpreter: dV2 at 21× the FlashAttention tolerance in float32 at n = 1,
+  1.25× in float16).
 
 Scores, max and LSE are in natural units and differences s − m (or s − LSE) are formed before the
 ·log2(e) of exp2, so a score equal to the max gives exactly 1 (the base-2-folded form fl(s·c − m·c) does
-not; it cost up to ~6 ulp of |LSE| in tests). Scale, LSE, δ and every accumulator stay float32; only dot operands are in the input dtype. float32
-inputs use IEEE dots (``input_precision="ieee"``), never TF32.
+not; it cost up to ~6 ulp of |LSE| in the interpreter tests). Scale, LSE, δ and every accumulator stay float32;
+only dot operands are in the input dtype. float32 inputs use IEEE dots (``input_precision="ieee"``), never TF32.
+Grid axis 1 is batch·heads (at most 65535 on CUDA: :func:`~verified_ta.kernels.check_batch_heads`).
+
+Verified only under ``TRITON_INTERPRET=1`` on a CPU so far; compilation and accuracy on a GPU are untested
+(docs/kernels.md).
 
 ``trap`` arguments plant the known bugs of earlier 2-simplicial kernels (see :data:`TRAPS`); they exist
 so the tests can show their checks catch each one, and the public API never sets them.
@@ -32,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import check_head_dim, check_kernel_dtype, interpreter_enabled
+from . import check_batch_heads, check_head_dim, check_kernel_dtype, interpreter_enabled
 
 __all__ = ["KernelConfig", "TRAPS", "default_config", "forward", "backward"]
 
@@ -46,7 +51,7 @@ TRAPS = frozenset({"lse_log2", "lse_bf16", "delta_bf16", "scale_bf16", "causal_s
 
 @dataclass(frozen=True)
 class KernelConfig:
-    """Tile shape and launch parameters of one kernel (BLOCK_M queries × BLOCK_N k2 rows)."""
+    """Tile shape and launch parameters of one kernel (BLOCK_M queries × BLOCK_N k2 rows; tl.dot needs both >= 16)."""
 
     block_m: int
     block_n: int
@@ -56,12 +61,13 @@ class KernelConfig:
     def __post_init__(self) -> None:
         for name in ("block_m", "block_n"):
             v = getattr(self, name)
-            if v < 1 or v & (v - 1):
-                raise ValueError(f"{name} must be a power of two >= 1; got {v}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < 16 or v & (v - 1):
+                raise ValueError(f"{name} must be a power of two >= 16 (a tl.dot tile); got {v!r}")
 
 
 def default_config(d: int, backward: bool = False) -> KernelConfig:
-    """Untuned defaults for Hopper (H100/H200); ``benchmarks/bench_exact.py --sweep`` times alternatives.
+    """Untuned defaults meant for Hopper (H100/H200), never run on a GPU yet; ``benchmarks/bench_exact.py --sweep``
+    times alternatives. Under the interpreter: 16 × 16 tiles, 1 warp.
 
     Register budget per thread ≈ (accumulators + operand tiles)/threads: the forward keeps two float32
     BLOCK_M×d tiles (acc, inner), the backward two or three, so d = 128 halves BLOCK_M in the backward.
@@ -314,9 +320,11 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
 
 
 def _common(q: torch.Tensor, scale: float, trap: str | None) -> tuple[int, float, str]:
+    """Validate trap, dtype, d and batch·heads; ``(d, scale as float, tl.dot input precision)``."""
     _check_trap(trap)
     check_kernel_dtype(q.dtype)
     d = check_head_dim(q.shape[-1])
+    check_batch_heads(q.shape[:-2].numel())
     if trap == "scale_bf16":
         scale = float(torch.tensor(scale, dtype=torch.bfloat16))
     return d, float(scale), "ieee" if q.dtype == torch.float32 else "tf32"

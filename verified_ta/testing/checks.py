@@ -24,7 +24,9 @@ from typing import Any, Callable
 
 import torch
 
-from ..fp_bounds import gamma, rounding_bound
+from ..fp_bounds import attention_rounding_bounds, gamma, rounding_bound
+from ..kernels.accuracy import abs_error, flash_rule_tolerance, reference_result
+from ..kernels.baselines import kronecker_mask
 from ..reference import tensor_attention_backward, tensor_attention_forward, tensor_attention_reference
 from ..validation import FLOAT_DTYPES
 from .strategies import ConformCase
@@ -196,8 +198,7 @@ def _worst(*ms: Measurement) -> Measurement:
 
 def _abs_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """|a − b| in float64 on the CPU; a NaN or Inf in ``a`` counts as an infinite error."""
-    diff = (a.detach().to("cpu", torch.float64) - b.detach().to("cpu", torch.float64)).abs()
-    return diff.nan_to_num(nan=math.inf, posinf=math.inf)
+    return abs_error(a, b).nan_to_num(nan=math.inf, posinf=math.inf)
 
 
 def l4_magnitudes(q, k1, k2, v1, v2, grad_out=None, *, scale: float, causal: bool) -> dict[str, torch.Tensor]:
@@ -207,8 +208,8 @@ def l4_magnitudes(q, k1, k2, v1, v2, grad_out=None, *, scale: float, causal: boo
     """
     z = torch.einsum("...il,...al,...bl->...iab", q, k1, k2) * scale
     if causal:
-        i = torch.arange(q.shape[-2])[:, None, None]
-        z = z.masked_fill(~((torch.arange(k1.shape[-2])[None, :, None] <= i) & (torch.arange(k2.shape[-2])[None, None, :] <= i)), -math.inf)
+        n_q, n1, n2 = z.shape[-3:]
+        z = z.masked_fill(~kronecker_mask(n_q, n1, n2, device=z.device).reshape(n_q, n1, n2), -math.inf)
     p = torch.softmax(z.flatten(-2), -1).reshape(z.shape)
     aq, a1, a2, b1, b2 = (t.abs() for t in (q, k1, k2, v1, v2))
     out = torch.einsum("...iab,...al,...bl->...il", p, b1, b2)
@@ -284,14 +285,11 @@ class Example:
             return tensor_attention_reference(*self.inputs, return_lse=True, **self.kw)
 
     def same_dtype_grads(self) -> tuple[torch.Tensor, ...]:
-        leaves = [t.detach().clone().requires_grad_(True) for t in self.inputs]
-        out = tensor_attention_reference(*leaves, **self.kw)
-        return torch.autograd.grad(out, leaves, grad_outputs=self.upstream)
+        """The five L4 gradients of the package reference in the tested dtype (autograd, upstream dO)."""
+        return reference_result(self.inputs, self.upstream, dtype=self.config.dtype, **self.kw).grads
 
     def bounds(self, backward: bool = False) -> dict[str, torch.Tensor]:
         """Derived float64 rounding bounds (``fp_bounds.attention_rounding_bounds``), stacked over batch and heads."""
-        from ..fp_bounds import attention_rounding_bounds
-
         up = self.upstream.to("cpu", torch.float64) if backward else None
         heads = []
         for b in range(self.case.batch):
@@ -335,7 +333,7 @@ class Example:
         base = float(baseline_error().max())
         floor = float(rounding_bound(magnitude(), self.case.n**2 + 2, self.config.dtype).max())
         return Measurement(
-            float(err.max()), 2 * base + floor,
+            float(err.max()), flash_rule_tolerance(base, floor),
             f"{label} (FlashAttention rule: reference error {base:.2e}, floor {floor:.2e})",
         )
 

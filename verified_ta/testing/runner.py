@@ -221,8 +221,8 @@ def run_check(check: Check, impl: Implementation, config: ConformConfig, info: I
     if state["failure"] is not None:
         case, m = state["failure"]
         return CheckResult(check, "FAIL", m, case, state["examples"], seconds)
-    case, m = state["worst"] if state["worst"] else (None, None)
-    return CheckResult(check, "PASS", m, None, state["examples"], seconds)
+    worst = state["worst"][1] if state["worst"] else None
+    return CheckResult(check, "PASS", worst, None, state["examples"], seconds)
 
 
 def run_conformance(
