@@ -102,29 +102,31 @@ def objective_rounding_bounds(A1, A2, A3, A4, A5, E, X, Y, scale: float | None =
     k23, k45 = kron(a2, a3), kron(a4, a5)
     t = objective_terms(*exact, scale=scale)
     # logits z = s·A1 X (A2⊗A3)^T: a flat sum over d³ products of 4 factors (any order)
-    dz = g(d**3 + 4) * s * (a1 @ x @ k23.T)
+    K = max(n**3, d**3, n * n * d) + 8  # longest flat sum anywhere in the chain
+    under = K * tiny  # gradual underflow: each operation adds at most u·tiny absolutely; K·tiny covers a stage
+    dz = g(d**3 + 4) * s * (a1 @ x @ k23.T) + under
     eps_f = torch.expm1(2 * dz.amax(dim=1, keepdim=True)) + g(n * n + 5)
-    df = eps_f / (1 - eps_f) * t.f.abs()
+    df = eps_f / (1 - eps_f) * t.f.abs() + under
     fu = t.f.abs() + 2 * df
     hm = k45 @ y  # |A4⊗A5||Y|: h is a flat sum of d² products of 3 factors
-    dh = g(d * d + 3) * hm
+    dh = g(d * d + 3) * hm + under
     hu = hm * (1 + g(d * d + 3))
-    dc = df @ hu + fu @ dh + g(n * n + 1) * (fu @ hu + e)
+    dc = df @ hu + fu @ dh + g(n * n + 1) * (fu @ hu + e) + under
     cu = t.c.abs() + 2 * dc
-    dq = dc @ hu.T + cu @ dh.T + g(d) * (cu @ hu.T)
+    dq = dc @ hu.T + cu @ dh.T + g(d) * (cu @ hu.T) + under
     qu = t.q.abs() + 2 * dq
-    dp1 = df * qu + fu * dq + g(1) * fu * qu
+    dp1 = df * qu + fu * dq + g(1) * fu * qu + under
     p1u = t.p1.abs() + 2 * dp1
-    dr = dp1.sum(1) + g(n * n) * p1u.sum(1)
+    dr = dp1.sum(1) + g(n * n) * p1u.sum(1) + under
     ru = t.r.abs() + 2 * dr
-    dp2 = dr[:, None] * fu + ru[:, None] * df + g(1) * ru[:, None] * fu
+    dp2 = dr[:, None] * fu + ru[:, None] * df + g(1) * ru[:, None] * fu + under
     p2u = t.p2.abs() + 2 * dp2
-    dp = dp1 + dp2 + g(1) * (p1u + p2u)
+    dp = dp1 + dp2 + g(1) * (p1u + p2u) + under
     # G = s·A1^T p (A2⊗A3): a flat sum over n³ products of 4 factors
-    dG = s * (a1.T @ dp @ k23) + g(n**3 + 4) * s * (a1.T @ (p1u + p2u) @ k23) + (n**3 + 4) * tiny
+    dG = s * (a1.T @ dp @ k23) + g(n**3 + 4) * s * (a1.T @ (p1u + p2u) @ k23) + under
     # loss = ½Σc²: |Σĉ² − Σc²| <= Σ(2|c|Δc + Δc²) <= Σ 2·cu·Δc, plus γ_{nd+2} for the squares, the sum and ½
-    dloss = (cu * dc).sum() + 0.5 * g(n * d + 2) * (cu * cu).sum()
-    inflate = (1 + g(max(n**3, d**3, n * n * d) + 8)) ** 4  # the float64 evaluation of these formulas
+    dloss = (cu * dc).sum() + 0.5 * g(n * d + 2) * (cu * cu).sum() + under
+    inflate = (1 + g(K)) ** 4  # the float64 evaluation of these formulas
     return {"c": dc * inflate, "G": dG * inflate, "loss": dloss * inflate}
 
 
@@ -149,20 +151,21 @@ def attention_rounding_bounds(q, k1, k2, v1, v2, grad_out=None, *, scale: float 
     tiny = _TINY[_key(dtype)]
     k_long = max(n1 * n2, n_q * n2, n_q * n1) + 6  # longest flat sum (pairs, or queries × one key) plus factors
     inflate = (1 + g(k_long + d)) ** 4
+    under = (k_long + d) * tiny  # gradual underflow: each operation adds at most u·tiny absolutely
     z = torch.einsum("il,al,bl->iab", q, k1, k2) * s
     z_mag = torch.einsum("il,al,bl->iab", q.abs(), k1.abs(), k2.abs()) * abs(s)
     if causal:
         mask = causal_mask(0, n_q, n1, n2, z.device)
         z = z.masked_fill(~mask, float("-inf"))
         z_mag = z_mag * mask
-    dz = g(d + 2) * z_mag
+    dz = g(d + 2) * z_mag + under
     eps_p = torch.expm1(2 * dz.amax(dim=(1, 2))) + g(n1 * n2 + 5)  # relative error of each P entry
     p = torch.softmax(z.reshape(n_q, -1), -1).reshape(z.shape)
-    dp_abs = (eps_p / (1 - eps_p))[:, None, None] * p  # |P̂ − P| for any evaluation
+    dp_abs = (eps_p / (1 - eps_p))[:, None, None] * p + under  # |P̂ − P| for any evaluation
     pu = p + 2 * dp_abs
     vv = torch.einsum("ad,bd->abd", v1.abs(), v2.abs())
-    d_out = torch.einsum("iab,abd->id", dp_abs, vv) + g(n1 * n2 + 2) * torch.einsum("iab,abd->id", pu, vv) + tiny
-    d_lse = dz.amax(dim=(1, 2)) + g(n1 * n2 + 5) + g(2) * z_mag.amax(dim=(1, 2)) + tiny
+    d_out = torch.einsum("iab,abd->id", dp_abs, vv) + g(n1 * n2 + 2) * torch.einsum("iab,abd->id", pu, vv) + under
+    d_lse = dz.amax(dim=(1, 2)) + g(n1 * n2 + 5) + g(2) * z_mag.amax(dim=(1, 2)) + under
     bounds = {"out": d_out * inflate, "lse": d_lse * inflate}
     if grad_out is None:
         return bounds
@@ -170,9 +173,9 @@ def attention_rounding_bounds(q, k1, k2, v1, v2, grad_out=None, *, scale: float 
     out = torch.einsum("iab,ad,bd->id", p, v1, v2)
     out_u = out.abs() + 2 * d_out
     dp = torch.einsum("id,ad,bd->iab", do, v1, v2)
-    dp_err = g(d + 2) * torch.einsum("id,abd->iab", do.abs(), vv)
+    dp_err = g(d + 2) * torch.einsum("id,abd->iab", do.abs(), vv) + under
     delta = (do * out).sum(-1)
-    delta_err = ((do.abs() * d_out).sum(-1) + g(d) * (do.abs() * out_u).sum(-1))[:, None, None]
+    delta_err = ((do.abs() * d_out).sum(-1) + g(d) * (do.abs() * out_u).sum(-1) + under)[:, None, None]
     gap = (dp - delta[:, None, None]).abs()
     gap_err = dp_err + delta_err + g(1) * (gap + 2 * (dp_err + delta_err))
     gap_u = gap + 2 * gap_err
@@ -189,5 +192,5 @@ def attention_rounding_bounds(q, k1, k2, v1, v2, grad_out=None, *, scale: float 
                 torch.einsum("iab,il,al->bl", pu, do.abs(), v1.abs()), 1.0),
     }
     for name, (err, mag, sc) in sums.items():
-        bounds[name] = (sc * (err + g(k_long) * mag) + k_long * tiny) * inflate
+        bounds[name] = (sc * (err + g(k_long) * mag) + under) * inflate
     return bounds
