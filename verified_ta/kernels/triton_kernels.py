@@ -186,6 +186,18 @@ def _k2_tile_loop(qk1, dov1, lse, delta, k2_ptrs, v2_ptrs, scale, offs_i, row_ok
 
 
 @triton.jit
+def _query_tile(Q, DO, LSE, DELTA, bh, offs_i, offs_d, N_Q, D: tl.constexpr):
+    """The rows ``offs_i`` of Q and dO with their LSE and δ (masked past N_Q), for the backward kernels."""
+    row_ok = offs_i < N_Q
+    tile = bh * N_Q * D + offs_i[:, None] * D + offs_d[None, :]
+    q = tl.load(Q + tile, mask=row_ok[:, None], other=0.0)
+    do = tl.load(DO + tile, mask=row_ok[:, None], other=0.0)
+    lse = tl.load(LSE + bh * N_Q + offs_i, mask=row_ok, other=0.0)
+    delta = tl.load(DELTA + bh * N_Q + offs_i, mask=row_ok, other=0.0)
+    return row_ok, q, do, lse, delta
+
+
+@triton.jit
 def _dq_kernel(Q, K1, K2, V1, V2, DO, LSE, DELTA, DQ, scale, N_Q, N1, N2,
                D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
                STRICT_CAUSAL: tl.constexpr, PREC: tl.constexpr):
@@ -195,22 +207,17 @@ def _dq_kernel(Q, K1, K2, V1, V2, DO, LSE, DELTA, DQ, scale, N_Q, N1, N2,
     offs_i = start_m + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, D)
-    row_ok = offs_i < N_Q
-    tile = bh * N_Q * D + offs_i[:, None] * D + offs_d[None, :]
     k1_row = K1 + bh * N1 * D + offs_d
     v1_row = V1 + bh * N1 * D + offs_d
     k2_ptrs = K2 + bh * N2 * D + offs_n[:, None] * D + offs_d[None, :]
     v2_ptrs = V2 + bh * N2 * D + offs_n[:, None] * D + offs_d[None, :]
-    lse = tl.load(LSE + bh * N_Q + offs_i, mask=row_ok, other=0.0)
-    delta = tl.load(DELTA + bh * N_Q + offs_i, mask=row_ok, other=0.0)
+    row_ok, q, do, lse, delta = _query_tile(Q, DO, LSE, DELTA, bh, offs_i, offs_d, N_Q, D)
     a_end = N1
     b_end = N2
     if CAUSAL:
         a_end = tl.minimum(N1, start_m + BLOCK_M)
         b_end = tl.minimum(N2, start_m + BLOCK_M)
     dq = tl.zeros([BLOCK_M, D], tl.float32)
-    q = tl.load(Q + tile, mask=row_ok[:, None], other=0.0)
-    do = tl.load(DO + tile, mask=row_ok[:, None], other=0.0)
     for a in range(0, a_end):
         k1 = tl.load(k1_row + a * D)
         qk1 = _hadamard_row(q, k1)
@@ -218,6 +225,7 @@ def _dq_kernel(Q, K1, K2, V1, V2, DO, LSE, DELTA, DQ, scale, N_Q, N1, N2,
         sum_ds_k2, _ = _k2_tile_loop(qk1, dov1, lse, delta, k2_ptrs, v2_ptrs, scale, offs_i, row_ok, a, b_end,
                                      N2, D, BLOCK_M, BLOCK_N, CAUSAL, STRICT_CAUSAL, PREC, False)
         dq += sum_ds_k2 * k1.to(tl.float32)[None, :]
+    tile = bh * N_Q * D + offs_i[:, None] * D + offs_d[None, :]
     tl.store(DQ + tile, (dq * scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
 
 
@@ -242,12 +250,7 @@ def _k1_owner_kernel(Q, K1, K2, V1, V2, DO, LSE, DELTA, DK1, DV1, scale, N_Q, N1
         i_start = (a // BLOCK_M) * BLOCK_M
     for i0 in range(i_start, N_Q, BLOCK_M):
         offs_i = i0 + offs_m
-        row_ok = offs_i < N_Q
-        tile = bh * N_Q * D + offs_i[:, None] * D + offs_d[None, :]
-        q = tl.load(Q + tile, mask=row_ok[:, None], other=0.0)
-        do = tl.load(DO + tile, mask=row_ok[:, None], other=0.0)
-        lse = tl.load(LSE + bh * N_Q + offs_i, mask=row_ok, other=0.0)
-        delta = tl.load(DELTA + bh * N_Q + offs_i, mask=row_ok, other=0.0)
+        row_ok, q, do, lse, delta = _query_tile(Q, DO, LSE, DELTA, bh, offs_i, offs_d, N_Q, D)
         b_end = N2
         if CAUSAL:
             b_end = tl.minimum(N2, i0 + BLOCK_M)
@@ -287,12 +290,7 @@ def _k2_owner_kernel(Q, K1, K2, V1, V2, DO, LSE, DELTA, DK2, DV2, scale, N_Q, N1
         i_start = (b0 // BLOCK_M) * BLOCK_M
     for i0 in range(i_start, N_Q, BLOCK_M):
         offs_i = i0 + offs_m
-        row_ok = offs_i < N_Q
-        tile = bh * N_Q * D + offs_i[:, None] * D + offs_d[None, :]
-        q = tl.load(Q + tile, mask=row_ok[:, None], other=0.0)
-        do = tl.load(DO + tile, mask=row_ok[:, None], other=0.0)
-        lse = tl.load(LSE + bh * N_Q + offs_i, mask=row_ok, other=0.0)
-        delta = tl.load(DELTA + bh * N_Q + offs_i, mask=row_ok, other=0.0)
+        row_ok, q, do, lse, delta = _query_tile(Q, DO, LSE, DELTA, bh, offs_i, offs_d, N_Q, D)
         a_end = N1
         if CAUSAL:
             a_end = tl.minimum(N1, i0 + BLOCK_M)
