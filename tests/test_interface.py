@@ -48,7 +48,7 @@ def test_default_scale_is_one_over_d():
         (lambda xs: xs.__setitem__(3, xs[3][..., :2, :]), "n1"),
         (lambda xs: xs.__setitem__(2, xs[2].float()), "share one dtype"),
         (lambda xs: xs.__setitem__(4, torch.empty(xs[4].shape, dtype=xs[4].dtype, device="meta")), "one device"),
-        (lambda xs: xs.__setitem__(0, xs[0][0]), "batch dimensions"),
+        (lambda xs: xs.__setitem__(0, xs[0][0]), "q leading dimensions"),
     ],
     ids=["d", "n1", "dtype", "device", "batch"],
 )
@@ -154,3 +154,26 @@ def test_module_bad_arguments_rejected():
         TensorAttention(8, 2, backend="fast")
     with pytest.raises(ValueError, match=r"x must have shape \(batch, n, 8\)"):
         TensorAttention(8, 2)(torch.randn(3, 4, 5))
+    with pytest.raises(ValueError, match="num_kv_heads must divide num_heads=4; got 3"):
+        TensorAttention(8, 4, num_kv_heads=3)
+    with pytest.raises(ValueError, match="needs causal=True"):
+        TensorAttention(8, 2, window=(4, 2))
+
+
+@spec("P15")
+def test_module_with_grouped_heads_and_window_matches_functional():
+    """num_kv_heads=2 of 4 heads, window (3, 2): K/V projections have 2 heads, the call is the grouped, windowed one."""
+    torch.manual_seed(1)
+    m = TensorAttention(16, 4, num_kv_heads=2, causal=True, window=(3, 2), dtype=torch.float64)
+    assert m.k1_proj.out_features == m.v2_proj.out_features == 2 * 4 and m.q_proj.out_features == 16
+    x = torch.randn(2, 6, 16, dtype=torch.float64)
+
+    def heads(t, h):
+        return t.reshape(2, 6, h, 4).transpose(1, 2)
+
+    att = tensor_attention_reference(heads(m.q_proj(x), 4), *(heads(p(x), 2) for p in (
+        m.k1_proj, m.k2_proj, m.v1_proj, m.v2_proj)), causal=True, window=(3, 2))
+    y = m(x)
+    assert torch.equal(y, m.out_proj(att.transpose(1, 2).reshape(2, 6, 16)))
+    y.square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())

@@ -27,7 +27,7 @@ from properties.test_forward import (
     ratio,
 )
 from verified_ta import reference
-from verified_ta.fp_bounds import attention_rounding_bounds
+from verified_ta.fp_bounds import attention_rounding_bounds, gamma
 from verified_ta.reference import tensor_attention_forward, tensor_attention_reference
 from verified_ta.spec import spec
 
@@ -99,7 +99,12 @@ def _inputs(n=(3, 3, 3), d=2, **over):
 
 BAD = [
     ("d mismatch", _inputs(k2=torch.ones(3, 4, dtype=F64)), {}, "k2 head dimension d=4 differs from q's d=2"),
-    ("batch mismatch", _inputs(v1=torch.ones(2, 3, 2, dtype=F64)), {}, "v1 batch dimensions"),
+    ("batch mismatch", _inputs(v1=torch.ones(2, 3, 2, dtype=F64)), {}, "v1 leading dimensions"),
+    ("q heads not a multiple", _inputs(q=torch.ones(3, 3, 2, dtype=F64), **{k: torch.ones(2, 3, 2, dtype=F64)
+                                       for k in ("k1", "k2", "v1", "v2")}), {}, "differ only in the head dimension"),
+    ("window without causal", _inputs(), {"window": (2, 2)}, "needs causal=True"),
+    ("window w1 = 0", _inputs(), {"causal": True, "window": (0, 2)}, "window w1 must be None .* integer >= 1"),
+    ("window not a pair", _inputs(), {"causal": True, "window": 3}, "window must be None or a pair"),
     ("k1/v1 lengths", _inputs(v1=torch.ones(4, 2, dtype=F64)), {}, "k1 and v1 need the same length n1"),
     ("k2/v2 lengths", _inputs(v2=torch.ones(2, 2, dtype=F64)), {}, "k2 and v2 need the same length n2"),
     ("n = 0", _inputs(q=torch.ones(0, 2, dtype=F64)), {}, "q needs n >= 1 and d >= 1"),
@@ -244,7 +249,7 @@ def test_one_sided_causal_mask_is_caught(monkeypatch):
     case = random_case(n=(4, 4, 4), d=2, causal=True, seed=3)
     assert not _fails(check_p22, tensor_attention_forward, case)
     monkeypatch.setattr(
-        reference, "causal_mask", lambda start, stop, n1, n2, device: (
+        reference, "causal_mask", lambda start, stop, n1, n2, device, window=None: (
             torch.arange(n1)[None, :, None] <= torch.arange(start, stop)[:, None, None]
         ).expand(stop - start, n1, n2)
     )
@@ -265,3 +270,91 @@ def test_softmax_bugs_are_caught():
     assert _fails(check_p20, planted("ignores_scale"), plus)
     assert _fails(check_p21, planted("no_max_shift"), plus, pinned_shifts(plus))
     assert _fails(check_p21, planted("no_max_shift"), causal, pinned_shifts(causal))
+
+
+# ---------------------------------------------------------------- sliding window and grouped-query heads
+
+
+def _oracle_check(out, lse, inputs, *, causal, window, grads=None, grad_out=None) -> bool:
+    """True iff out, lse (and the five gradients) lie within the rigorous float64 bound of the mpmath oracle (P15, L4)."""
+    from verified_ta.oracles import mp_attention, mp_attention_vjp
+
+    mo, ml = mp_attention(*inputs, causal=causal, window=window, dps=30)
+    b = attention_rounding_bounds(*inputs, grad_out, causal=causal, window=window)
+    ok = bool((out - torch.tensor(mo.astype(float))).abs().le(b["out"]).all())
+    ok &= bool((lse - torch.tensor(ml.astype(float))).abs().le(b["lse"]).all())
+    if grads is not None:
+        exact = mp_attention_vjp(*inputs, grad_out, causal=causal, window=window, dps=30)
+        for name, g, e in zip(("dq", "dk1", "dk2", "dv1", "dv2"), grads, exact):
+            ok &= bool((g - torch.tensor(e.astype(float))).abs().le(b[name]).all())
+    return ok
+
+
+WINDOWS = [(1, 1), (2, 3), (3, None), (None, 2), (5, 5)]
+
+
+@spec("P15", "L4")
+@pytest.mark.parametrize("window", WINDOWS, ids=str)
+def test_window_matches_the_oracle_in_value_and_gradients(window):
+    case = random_case(n=(5, 5, 5), d=2, causal=True, seed=11)
+    xs = [x.clone().requires_grad_(True) for x in case.inputs]
+    out, lse = tensor_attention_reference(*xs, causal=True, window=window, return_lse=True, chunk_size=2)
+    grad_out = torch.rand(5, 2, dtype=F64, generator=torch.Generator().manual_seed(1)) - 0.5
+    grads = torch.autograd.grad(out, xs, grad_out)
+    assert _oracle_check(out.detach(), lse.detach(), case.inputs, causal=True, window=window, grads=grads,
+                         grad_out=grad_out)
+
+
+@spec("P15")
+def test_window_off_by_one_is_caught(monkeypatch):
+    """A window that keeps a >= i − w1 (one row too many) must fail the oracle check the clean mask passes."""
+    from verified_ta import masks
+
+    case = random_case(n=(5, 5, 5), d=2, causal=True, seed=12)
+    out, lse = tensor_attention_forward(*case.inputs, causal=True, window=(2, 2))
+    assert _oracle_check(out, lse, case.inputs, causal=True, window=(2, 2))
+    clean = masks.pair_mask
+    monkeypatch.setattr(reference, "pair_mask", lambda s, e, n1, n2, dev, w=None: clean(s, e, n1, n2, dev, (3, 2)))
+    out, lse = tensor_attention_forward(*case.inputs, causal=True, window=(2, 2))
+    assert not _oracle_check(out, lse, case.inputs, causal=True, window=(2, 2))
+
+
+@spec("P15")
+@pytest.mark.parametrize("window", [None, (None, None), (7, 7), (100, None)], ids=str)
+def test_unbounded_window_is_plain_causal(window):
+    """causal=True with window ∞ (None, None, or w >= n) is exactly today's causal attention."""
+    case = random_case(batch=(2,), n=(7, 7, 7), d=3, causal=True, seed=13)
+    plain = tensor_attention_forward(*case.inputs, causal=True)
+    windowed = tensor_attention_forward(*case.inputs, causal=True, window=window)
+    assert all(torch.equal(a, b) for a, b in zip(plain, windowed))
+
+
+@spec("P15", "L4")
+@pytest.mark.parametrize("causal, window", [(False, None), (True, None), (True, (2, 3))], ids=["full", "causal", "win"])
+def test_grouped_heads_equal_repeated_keys_and_the_oracle(causal, window):
+    """q with 6 heads over keys with 2 heads (g = 3): equal to K/V repeated per group, and to the oracle's GQA."""
+    g = torch.Generator().manual_seed(14)
+    q = torch.rand(1, 6, 4, 2, generator=g, dtype=F64) * 2 - 1
+    kv = [torch.rand(1, 2, 4, 2, generator=g, dtype=F64) * 2 - 1 for _ in range(4)]
+    xs = [x.clone().requires_grad_(True) for x in (q, *kv)]
+    out, lse = tensor_attention_reference(*xs, causal=causal, window=window, return_lse=True)
+    rep = [x.detach().repeat_interleave(3, dim=1).requires_grad_(True) for x in kv]
+    q2 = q.clone().requires_grad_(True)
+    out2, lse2 = tensor_attention_reference(q2, *rep, causal=causal, window=window, return_lse=True)
+    grad_out = torch.rand_like(out)
+    grads = torch.autograd.grad(out, xs, grad_out)
+    grads2 = torch.autograd.grad(out2, [q2, *rep], grad_out)
+    for h in range(6):  # per head: within the rounding bound of the oracle (L4 for the grouped view)
+        inputs = [q[0, h], *(x[0, h // 3] for x in kv)]
+        assert _oracle_check(out.detach()[0, h], lse.detach()[0, h], inputs, causal=causal, window=window)
+    # key gradients are the sums over each group's three query heads: both evaluations lie within the sum of the
+    # per-head rounding bounds of that exact sum, plus γ_2·Σ|terms| for adding three heads (Higham §3)
+    per_head = [attention_rounding_bounds(q[0, h], *(x[0, h // 3] for x in kv), grad_out[0, h], causal=causal,
+                                          window=window) for h in range(6)]
+    assert bool((grads[0] - grads2[0]).abs()[0].le(torch.stack([2 * b["dq"] for b in per_head])).all())
+    for name, gk, gr in zip(("dk1", "dk2", "dv1", "dv2"), grads[1:], grads2[1:]):
+        assert gk.shape == (1, 2, 4, 2)
+        terms = gr.unflatten(1, (2, 3))[0]  # (2 groups, 3 heads, n, d)
+        bound = torch.stack([sum(2 * per_head[3 * k + j][name] for j in range(3)) for k in range(2)])
+        bound = bound + gamma(2, F64) * terms.abs().sum(1)
+        assert bool((gk[0] - terms.sum(1)).abs().le(bound).all()), name

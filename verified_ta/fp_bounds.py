@@ -15,6 +15,7 @@ import torch
 
 from .gradient import objective_terms
 from .products import kron
+from .masks import check_window
 from .reference import causal_mask, resolve_scale
 
 __all__ = [
@@ -130,7 +131,8 @@ def objective_rounding_bounds(A1, A2, A3, A4, A5, E, X, Y, scale: float | None =
     return {"c": dc * inflate, "G": dG * inflate, "loss": dloss * inflate}
 
 
-def attention_rounding_bounds(q, k1, k2, v1, v2, grad_out=None, *, scale: float | None = None, causal: bool = False, dtype=torch.float64) -> dict:
+def attention_rounding_bounds(q, k1, k2, v1, v2, grad_out=None, *, scale: float | None = None, causal: bool = False,
+                              window=None, dtype=torch.float64) -> dict:
     """Rigorous running-error bounds for exact tensor attention evaluated in ``dtype`` (SPEC §2, L4).
 
     Single head ``(n, d)`` inputs holding the exact values (read as float64). Returns entrywise bounds for
@@ -155,7 +157,7 @@ def attention_rounding_bounds(q, k1, k2, v1, v2, grad_out=None, *, scale: float 
     z = torch.einsum("il,al,bl->iab", q, k1, k2) * s
     z_mag = torch.einsum("il,al,bl->iab", q.abs(), k1.abs(), k2.abs()) * abs(s)
     if causal:
-        mask = causal_mask(0, n_q, n1, n2, z.device)
+        mask = causal_mask(0, n_q, n1, n2, z.device, check_window(window, causal))
         z = z.masked_fill(~mask, float("-inf"))
         z_mag = z_mag * mask
     dz = g(d + 2) * z_mag + under

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from . import kernels
+from .masks import Window, check_window
 from .reference import resolve_scale, tensor_attention_reference
 from .validation import check_attention_inputs, check_positive_int
 
@@ -29,10 +30,10 @@ class _TritonTensorAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k1, k2, v1, v2, scale, causal):  # type: ignore[override]
+    def forward(ctx, q, k1, k2, v1, v2, scale, causal, window):  # type: ignore[override]
         out, lse = kernels.load().forward(q, k1, k2, v1, v2, scale, causal)
         ctx.save_for_backward(q, k1, k2, v1, v2, out, lse)
-        ctx.scale, ctx.causal = scale, causal
+        ctx.scale, ctx.causal, ctx.window = scale, causal, window
         return out, lse
 
     @staticmethod
@@ -43,13 +44,17 @@ class _TritonTensorAttention(torch.autograd.Function):
         if grad_out is None:
             grad_out = torch.zeros_like(out)
         grads = kernels.load().backward(grad_out, q, k1, k2, v1, v2, out, lse, ctx.scale, ctx.causal, grad_lse)
-        return (*grads, None, None)
+        return (*grads, None, None, None)
 
 
-def _use_triton(q: torch.Tensor, backend: str) -> bool:
+def _use_triton(q: torch.Tensor, backend: str, window: Window | None, group: int) -> bool:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
     if backend == "reference":
+        return False
+    if window is not None or group > 1:  # the kernels' windowed loops and grouped heads land with the kernel rework
+        if backend == "triton":
+            raise ValueError("backend='triton' does not support window or grouped-query heads yet: use 'reference'")
         return False
     if backend == "triton":
         kernels.check_kernel_dtype(q.dtype)
@@ -72,13 +77,16 @@ def tensor_attention(
     *,
     scale: float | None = None,
     causal: bool = False,
+    window: Window | None = None,
     return_lse: bool = False,
     backend: Backend = "auto",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Exact tensor attention Att[i] = Σ_{a,b} softmax_i(s·⟨q_i, k1_a∘k2_b⟩)·(v1_a∘v2_b) (SPEC §2), differentiable (L4).
 
-    Shapes ``(..., n, d)``; q ``(..., n_q, d)``, k1/v1 ``(..., n1, d)``, k2/v2 ``(..., n2, d)``. Causal keeps pairs
-    a ≤ i and b ≤ i (needs n_q = n1 = n2). ``return_lse`` also returns the natural-log LSE ``(..., n_q)``
+    Shapes ``(..., n, d)``; q ``(..., n_q, d)``, k1/v1 ``(..., n1, d)``, k2/v2 ``(..., n2, d)``; q may have a
+    multiple g of the keys' heads in dimension -3 (grouped-query heads: query head h reads key head h // g, no
+    copy of K/V). Causal keeps pairs a ≤ i and b ≤ i (needs n_q = n1 = n2); ``window=(w1, w2)`` with causal
+    keeps i − w1 < a ≤ i and i − w2 < b ≤ i (either side None: unbounded). ``return_lse`` also returns the natural-log LSE ``(..., n_q)``
     (float32 from the kernels). ``backend``: ``"auto"`` runs the fused Triton kernels for CUDA tensors of
     dtype float16/bfloat16/float32 with d in {16, 32, 64, 128} and the exact chunked reference otherwise;
     ``"triton"`` insists on the kernels (ValueError if they cannot run; on a CPU they run under
@@ -87,14 +95,13 @@ def tensor_attention(
     rejects non-finite inputs and is twice differentiable. The kernels have so far run only under the CPU
     interpreter, never on a GPU (docs/kernels.md).
     """
-    if not isinstance(causal, bool):
-        raise ValueError(f"causal must be a bool; got {causal!r}")
-    check_attention_inputs(q, k1, k2, v1, v2, causal=causal, check_values=False)
+    group = check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window, check_values=False)
+    window = check_window(window, causal)
     s = resolve_scale(scale, q.shape[-1])
-    if _use_triton(q, backend):
-        out, lse = _TritonTensorAttention.apply(q, k1, k2, v1, v2, s, causal)
+    if _use_triton(q, backend, window, group):
+        out, lse = _TritonTensorAttention.apply(q, k1, k2, v1, v2, s, causal, window)
         return (out, lse) if return_lse else out
-    return tensor_attention_reference(q, k1, k2, v1, v2, scale=s, causal=causal, return_lse=return_lse)
+    return tensor_attention_reference(q, k1, k2, v1, v2, scale=s, causal=causal, window=window, return_lse=return_lse)
 
 
 class TensorAttention(nn.Module):
@@ -102,11 +109,14 @@ class TensorAttention(nn.Module):
 
     ``forward(x, context1=None, context2=None)`` takes ``(batch, n, embed_dim)`` tensors: queries from ``x``,
     (K1, V1) from ``context1`` and (K2, V2) from ``context2`` (both default to ``x``: self-attention).
+    ``num_kv_heads`` (a divisor of ``num_heads``) gives K1, K2, V1, V2 fewer heads (grouped-query heads);
+    ``window=(w1, w2)`` with ``causal=True`` is the sliding-window 2-simplicial operator.
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, *, head_dim: int | None = None, bias: bool = True,
-                 causal: bool = False, scale: float | None = None, backend: Backend = "auto",
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+    def __init__(self, embed_dim: int, num_heads: int, *, head_dim: int | None = None, num_kv_heads: int | None = None,
+                 bias: bool = True, causal: bool = False, window: Window | None = None, scale: float | None = None,
+                 backend: Backend = "auto", device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
         check_positive_int("embed_dim", embed_dim)
         check_positive_int("num_heads", num_heads)
@@ -116,20 +126,25 @@ class TensorAttention(nn.Module):
                     f"embed_dim must be divisible by num_heads when head_dim is None; got {embed_dim} and {num_heads}")
             head_dim = embed_dim // num_heads
         check_positive_int("head_dim", head_dim)
+        num_kv_heads = num_heads if num_kv_heads is None else check_positive_int("num_kv_heads", num_kv_heads)
+        if num_heads % num_kv_heads:
+            raise ValueError(f"num_kv_heads must divide num_heads={num_heads}; got {num_kv_heads}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+        if not isinstance(causal, bool):
+            raise ValueError(f"causal must be a bool; got {causal!r}")
         resolve_scale(scale, head_dim)
-        self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, head_dim
-        self.causal, self.scale, self.backend = causal, scale, backend
-        inner = num_heads * head_dim
+        self.embed_dim, self.num_heads, self.num_kv_heads, self.head_dim = embed_dim, num_heads, num_kv_heads, head_dim
+        self.causal, self.window, self.scale, self.backend = causal, check_window(window, causal), scale, backend
         kw = dict(bias=bias, device=device, dtype=dtype)
-        self.q_proj, self.k1_proj, self.k2_proj, self.v1_proj, self.v2_proj = (
-            nn.Linear(embed_dim, inner, **kw) for _ in range(5))
-        self.out_proj = nn.Linear(inner, embed_dim, **kw)
+        self.q_proj = nn.Linear(embed_dim, num_heads * head_dim, **kw)
+        self.k1_proj, self.k2_proj, self.v1_proj, self.v2_proj = (
+            nn.Linear(embed_dim, num_kv_heads * head_dim, **kw) for _ in range(4))
+        self.out_proj = nn.Linear(num_heads * head_dim, embed_dim, **kw)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+    def _heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:
         b, n, _ = x.shape
-        return x.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+        return x.reshape(b, n, heads, self.head_dim).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, context1: torch.Tensor | None = None,
                 context2: torch.Tensor | None = None) -> torch.Tensor:
@@ -138,9 +153,11 @@ class TensorAttention(nn.Module):
         for name, t in (("x", x), ("context1", c1), ("context2", c2)):
             if t.dim() != 3 or t.shape[-1] != self.embed_dim:
                 raise ValueError(f"{name} must have shape (batch, n, {self.embed_dim}); got {tuple(t.shape)}")
-        q = self._heads(self.q_proj(x))
-        k1, v1 = self._heads(self.k1_proj(c1)), self._heads(self.v1_proj(c1))
-        k2, v2 = self._heads(self.k2_proj(c2)), self._heads(self.v2_proj(c2))
-        att = tensor_attention(q, k1, k2, v1, v2, scale=self.scale, causal=self.causal, backend=self.backend)
+        q = self._heads(self.q_proj(x), self.num_heads)
+        h = self.num_kv_heads
+        k1, v1 = self._heads(self.k1_proj(c1), h), self._heads(self.v1_proj(c1), h)
+        k2, v2 = self._heads(self.k2_proj(c2), h), self._heads(self.v2_proj(c2), h)
+        att = tensor_attention(q, k1, k2, v1, v2, scale=self.scale, causal=self.causal, window=self.window,
+                               backend=self.backend)
         b, _, n, _ = att.shape
         return self.out_proj(att.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))

@@ -68,14 +68,37 @@ def _scale_mp(scale: float | None, d: int) -> mpmath.mpf:
     return mpmath.mpf(1) / d if scale is None else mpmath.mpf(float(scale))
 
 
-def _attention_head(q, k1, k2, v1, v2, s, causal):
+def _visible_pairs(i: int, n1: int, n2: int, causal: bool, window) -> list[tuple[int, int]]:
+    """SPEC §2 written out: every pair; causal a <= i and b <= i; window (w1, w2): also a > i − w1, b > i − w2."""
+    w1, w2 = window if window is not None else (None, None)
+    return [(a, b) for a in range(n1) for b in range(n2)
+            if not causal or (a <= i and b <= i and (w1 is None or a > i - w1) and (w2 is None or b > i - w2))]
+
+
+def _check_window(window, causal: bool) -> None:
+    if window is None:
+        return
+    if not causal or len(window) != 2 or any(w is not None and (not isinstance(w, int) or w < 1) for w in window):
+        raise ValueError(f"window must be a pair of (None or int >= 1) and needs causal=True; got {window!r}")
+
+
+def _key_index(idx: tuple, q_batch: tuple, kv_batch: tuple) -> tuple:
+    """The keys' batch index of query batch index ``idx``: head h reads key head h // g (grouped-query heads)."""
+    if q_batch == kv_batch:
+        return idx
+    if len(q_batch) != len(kv_batch) or q_batch[:-1] != kv_batch[:-1] or q_batch[-1] % kv_batch[-1]:
+        raise ValueError(f"q batch {q_batch} and key batch {kv_batch} must be equal or differ by a head-group factor")
+    return (*idx[:-1], idx[-1] // (q_batch[-1] // kv_batch[-1]))
+
+
+def _attention_head(q, k1, k2, v1, v2, s, causal, window=None):
     n_q, n1, n2 = q.shape[0], k1.shape[0], k2.shape[0]
     out = np.empty((n_q, q.shape[1]), dtype=object)
     lse = np.empty(n_q, dtype=object)
     for i in range(n_q):
         qk1 = q[i][None, :] * k1  # (n1, d)
         scores = (qk1 @ k2.T) * s  # (n1, n2), T10
-        pairs = [(a, b) for a in range(n1) for b in range(n2) if not causal or (a <= i and b <= i)]
+        pairs = _visible_pairs(i, n1, n2, causal, window)
         m = max(scores[a, b] for a, b in pairs)
         total = mpmath.fsum(mpmath.exp(scores[a, b] - m) for a, b in pairs)
         lse[i] = m + mpmath.log(total)
@@ -86,31 +109,39 @@ def _attention_head(q, k1, k2, v1, v2, s, causal):
     return out, lse
 
 
-def mp_attention(q, k1, k2, v1, v2, *, scale: float | None = None, causal: bool = False, dps: int = 50):
-    """Tensor attention (SPEC §2) at ``dps`` digits: ``(out, lse)`` as object arrays of mpf, shapes ``(..., n, d)``, ``(..., n)``."""
+def mp_attention(q, k1, k2, v1, v2, *, scale: float | None = None, causal: bool = False, window=None,
+                 dps: int = 50):
+    """Tensor attention (SPEC §2) at ``dps`` digits: ``(out, lse)`` as object arrays of mpf, shapes ``(..., n, d)``, ``(..., n)``.
+
+    ``window=(w1, w2)`` with causal: pairs i − w1 < a <= i, i − w2 < b <= i. q may have a multiple of the keys'
+    heads in dimension -3 (grouped-query heads: head h reads key head h // g).
+    """
     _check_precision("dps", dps)
+    _check_window(window, causal)
     arrs = [to_mp(x, name) for x, name in zip((q, k1, k2, v1, v2), ("q", "k1", "k2", "v1", "v2"))]
-    if any(a.ndim < 2 for a in arrs) or len({a.shape[:-2] for a in arrs}) != 1:
-        raise ValueError("q, k1, k2, v1, v2 must have shape (..., n, d) with equal batch dimensions")
+    if any(a.ndim < 2 for a in arrs) or len({a.shape[:-2] for a in arrs[1:]}) != 1:
+        raise ValueError("q, k1, k2, v1, v2 must have shape (..., n, d); k1, k2, v1, v2 equal batch dimensions")
     if len({a.shape[-1] for a in arrs}) != 1:
         raise ValueError("q, k1, k2, v1, v2 must share the head dimension d")
     if causal and not (arrs[0].shape[-2] == arrs[1].shape[-2] == arrs[2].shape[-2]):
         raise ValueError("causal=True needs n_q = n1 = n2")
-    batch = arrs[0].shape[:-2]
+    batch, kv_batch = arrs[0].shape[:-2], arrs[1].shape[:-2]
     out = np.empty(arrs[0].shape, dtype=object)
     lse = np.empty(arrs[0].shape[:-1], dtype=object)
     with mpmath.workdps(dps):
         s = _scale_mp(scale, arrs[0].shape[-1])
         for idx in np.ndindex(batch):
-            out[idx], lse[idx] = _attention_head(*(a[idx] for a in arrs), s, causal)
+            kdx = _key_index(idx, batch, kv_batch)
+            out[idx], lse[idx] = _attention_head(arrs[0][idx], *(a[kdx] for a in arrs[1:]), s, causal, window)
     return out, lse
 
 
 def mp_attention_vjp(
-    q, k1, k2, v1, v2, grad_out, *, scale: float | None = None, causal: bool = False, dps: int = 50
+    q, k1, k2, v1, v2, grad_out, *, scale: float | None = None, causal: bool = False, window=None, dps: int = 50
 ) -> tuple[np.ndarray, ...]:
     """``(dQ, dK1, dK2, dV1, dV2)`` of ⟨dO, Att⟩ by ``mpmath.diff`` per input coordinate (single head; checks L4)."""
     _check_precision("dps", dps)
+    _check_window(window, causal)
     arrs = [to_mp(x, nm) for x, nm in zip((q, k1, k2, v1, v2), ("q", "k1", "k2", "v1", "v2"))]
     dout = to_mp(grad_out, "grad_out")
     if any(a.ndim != 2 for a in arrs) or dout.shape != arrs[0].shape:
@@ -125,7 +156,7 @@ def mp_attention_vjp(
                 def pairing(t, j=j, idx=idx):
                     moved = [a.copy() for a in arrs]
                     moved[j][idx] = t
-                    return (_attention_head(*moved, s, causal)[0] * dout).sum()
+                    return (_attention_head(*moved, s, causal, window)[0] * dout).sum()
 
                 g[idx] = mpmath.diff(pairing, x[idx])
             grads.append(g)
@@ -195,12 +226,13 @@ def _enclosure(balls: np.ndarray) -> ArbEnclosure:
 
 
 def arb_attention(
-    q, k1, k2, v1, v2, *, scale: float | None = None, causal: bool = False, prec: int = 128
+    q, k1, k2, v1, v2, *, scale: float | None = None, causal: bool = False, window=None, prec: int = 128
 ) -> tuple[ArbEnclosure, ArbEnclosure]:
     """Rigorous enclosures of tensor attention's output and natural-log LSE (SPEC §2), single head ``(n, d)``."""
     import flint
 
     _check_precision("prec", prec)
+    _check_window(window, causal)
     arrs = [_as_float64(x, nm) for x, nm in zip((q, k1, k2, v1, v2), ("q", "k1", "k2", "v1", "v2"))]
     if any(a.ndim != 2 for a in arrs) or len({a.shape[1] for a in arrs}) != 1:
         raise ValueError("arb_attention takes single-head (n, d) inputs sharing d")
@@ -213,7 +245,7 @@ def arb_attention(
         out = np.empty(q_.shape, dtype=object)
         lse = np.empty(n_q, dtype=object)
         for i in range(n_q):
-            pairs = [(a, b) for a in range(n1) for b in range(n2) if not causal or (a <= i and b <= i)]
+            pairs = _visible_pairs(i, n1, n2, causal, window)
             scores = {ab: sum((q_[i] * k1_[ab[0]] * k2_[ab[1]]).tolist(), flint.arb(0)) * s for ab in pairs}
             weights = {ab: z.exp() for ab, z in scores.items()}
             total = sum(weights.values(), flint.arb(0))

@@ -1,8 +1,9 @@
 """Exact tensor attention in torch (SPEC §2) with the L4 backward, chunked over queries.
 
 Memory is O(chunk · n1 · n2) for the scores of one query chunk; no n_q × n1 × n2 tensor is held.
-This is the CPU fallback behind :func:`verified_ta.tensor_attention` and the same-dtype reference
-of the FlashAttention tolerance rule.
+This is the readable definition the faster paths are tested against, and the same-dtype reference
+of the FlashAttention tolerance rule. Masks (causal, sliding window) come from :mod:`verified_ta.masks`;
+grouped-query heads (q heads a multiple g of the keys') run as broadcast views, never copies of K/V.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Iterator
 
 import torch
 
+from .masks import Window, check_window, pair_mask
 from .validation import check_attention_inputs, check_positive_int
 
 __all__ = [
@@ -48,12 +50,24 @@ def _chunks(n_q: int, n1: int, n2: int, chunk_size: int | None) -> Iterator[tupl
         yield start, min(n_q, start + c)
 
 
-def causal_mask(start: int, stop: int, n1: int, n2: int, device: torch.device) -> torch.Tensor:
-    """True where the pair (a, b) is visible to query i: a <= i and b <= i (SPEC §2)."""
-    i = torch.arange(start, stop, device=device)[:, None, None]
-    a = torch.arange(n1, device=device)[None, :, None]
-    b = torch.arange(n2, device=device)[None, None, :]
-    return (a <= i) & (b <= i)
+def causal_mask(start: int, stop: int, n1: int, n2: int, device: torch.device,
+                window: Window | None = None) -> torch.Tensor:
+    """True where the pair (a, b) is visible to query i: a <= i and b <= i, within ``window`` (SPEC §2)."""
+    return pair_mask(start, stop, n1, n2, device, window)
+
+
+def _grouped(q: torch.Tensor, group: int) -> torch.Tensor:
+    """q ``(..., H, n, d)`` as ``(..., H/g, g, n, d)``, so keys ``(..., H/g, 1, n, d)`` broadcast over the group."""
+    return q if group == 1 else q.unflatten(-3, (q.shape[-3] // group, group))
+
+
+def _kv_view(x: torch.Tensor, group: int) -> torch.Tensor:
+    return x if group == 1 else x.unsqueeze(-3)
+
+
+def _group_sum(g: torch.Tensor, group: int) -> torch.Tensor:
+    """A key gradient summed over the query heads of its group (the adjoint of the broadcast)."""
+    return g if group == 1 else g.sum(-3)
 
 
 def _chunk_scores(
@@ -76,20 +90,25 @@ def tensor_attention_forward(
     *,
     scale: float | None = None,
     causal: bool = False,
+    window: Window | None = None,
     chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact forward: ``(out, lse)`` with out ``(..., n_q, d)`` and natural-log LSE ``(..., n_q)``.
 
     Row max subtracted before exp (stable); computed in the inputs' dtype.
     """
-    check_attention_inputs(q, k1, k2, v1, v2, causal=causal)
+    group = check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window)
+    window = check_window(window, causal)
     scale = resolve_scale(scale, q.shape[-1])
+    q_shape = q.shape
+    q = _grouped(q, group)
+    k1, k2, v1, v2 = (_kv_view(x, group) for x in (k1, k2, v1, v2))
     n_q, n1, n2 = q.shape[-2], k1.shape[-2], k2.shape[-2]
     out = torch.empty_like(q)
     lse = torch.empty(q.shape[:-1], dtype=q.dtype, device=q.device)
     v2u = v2.unsqueeze(-3)
     for start, stop in _chunks(n_q, n1, n2, chunk_size):
-        mask = causal_mask(start, stop, n1, n2, q.device) if causal else None
+        mask = causal_mask(start, stop, n1, n2, q.device, window) if causal else None
         s, _ = _chunk_scores(q[..., start:stop, :], k1, k2, scale, mask)
         m = s.amax(dim=(-2, -1), keepdim=True)
         e = torch.exp(s - m)
@@ -97,7 +116,7 @@ def tensor_attention_forward(
         p = e / total
         out[..., start:stop, :] = ((p @ v2u) * v1.unsqueeze(-3)).sum(-2)
         lse[..., start:stop] = (m + torch.log(total))[..., 0, 0]
-    return out, lse
+    return out.reshape(q_shape), lse.reshape(q_shape[:-1])
 
 
 def tensor_attention_backward(
@@ -112,13 +131,23 @@ def tensor_attention_backward(
     *,
     scale: float,
     causal: bool = False,
+    window: Window | None = None,
     grad_lse: torch.Tensor | None = None,
     chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """SPEC L4: ``(dQ, dK1, dK2, dV1, dV2)`` from upstream dO (and optionally d lse).
 
     δ_i = ⟨dO_i, O_i⟩, dP = ⟨dO_i, V1[a]∘V2[b]⟩, dS = P∘(dP − δ + d lse_i); P recomputed from the saved LSE.
+    With grouped-query heads the key gradients sum over the query heads of each group.
     """
+    group = check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window, check_values=False)
+    window = check_window(window, causal)
+    q_shape = q.shape
+    q, grad_out, out = (_grouped(x, group) for x in (q, grad_out, out))
+    lse = lse if group == 1 else lse.unflatten(-2, (lse.shape[-2] // group, group))
+    if grad_lse is not None and group > 1:
+        grad_lse = grad_lse.unflatten(-2, (grad_lse.shape[-2] // group, group))
+    k1, k2, v1, v2 = (_kv_view(x, group) for x in (k1, k2, v1, v2))
     n_q, n1, n2 = q.shape[-2], k1.shape[-2], k2.shape[-2]
     dq = torch.zeros_like(q)
     dk1, dk2, dv1, dv2 = (torch.zeros_like(t) for t in (k1, k2, v1, v2))
@@ -128,7 +157,7 @@ def tensor_attention_backward(
     v2t = v2.transpose(-1, -2).unsqueeze(-3)
     for start, stop in _chunks(n_q, n1, n2, chunk_size):
         sl = slice(start, stop)
-        mask = causal_mask(start, stop, n1, n2, q.device) if causal else None
+        mask = causal_mask(start, stop, n1, n2, q.device, window) if causal else None
         qc, doc = q[..., sl, :], grad_out[..., sl, :]
         s, qk1 = _chunk_scores(qc, k1, k2, scale, mask)
         p = torch.exp(s - lse[..., sl, None, None])
@@ -141,7 +170,7 @@ def tensor_attention_backward(
         dk2 = dk2 + scale * (ds.transpose(-1, -2) @ qk1).sum(-3)
         dv1 = dv1 + ((p @ v2.unsqueeze(-3)) * doc[..., :, None, :]).sum(-3)
         dv2 = dv2 + (p.transpose(-1, -2) @ dov1).sum(-3)
-    return dq, dk1, dk2, dv1, dv2
+    return (dq.reshape(q_shape), *(_group_sum(g, group) for g in (dk1, dk2, dv1, dv2)))
 
 
 class ReferenceTensorAttention(torch.autograd.Function):
@@ -151,10 +180,11 @@ class ReferenceTensorAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k1, k2, v1, v2, scale, causal, chunk_size):  # type: ignore[override]
-        out, lse = tensor_attention_forward(q, k1, k2, v1, v2, scale=scale, causal=causal, chunk_size=chunk_size)
+    def forward(ctx, q, k1, k2, v1, v2, scale, causal, window, chunk_size):  # type: ignore[override]
+        out, lse = tensor_attention_forward(q, k1, k2, v1, v2, scale=scale, causal=causal, window=window,
+                                            chunk_size=chunk_size)
         ctx.save_for_backward(q, k1, k2, v1, v2, out, lse)
-        ctx.scale, ctx.causal, ctx.chunk_size = scale, causal, chunk_size
+        ctx.scale, ctx.causal, ctx.window, ctx.chunk_size = scale, causal, window, chunk_size
         return out, lse
 
     @staticmethod
@@ -164,9 +194,9 @@ class ReferenceTensorAttention(torch.autograd.Function):
             grad_out = torch.zeros_like(out)
         grads = tensor_attention_backward(
             grad_out, q, k1, k2, v1, v2, out, lse,
-            scale=ctx.scale, causal=ctx.causal, grad_lse=grad_lse, chunk_size=ctx.chunk_size,
+            scale=ctx.scale, causal=ctx.causal, window=ctx.window, grad_lse=grad_lse, chunk_size=ctx.chunk_size,
         )
-        return (*grads, None, None, None)
+        return (*grads, None, None, None, None)
 
 
 def tensor_attention_reference(
@@ -178,11 +208,16 @@ def tensor_attention_reference(
     *,
     scale: float | None = None,
     causal: bool = False,
+    window: Window | None = None,
     return_lse: bool = False,
     chunk_size: int | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Differentiable exact tensor attention on any device (SPEC §2, L4). Shapes ``(..., n, d)``."""
-    check_attention_inputs(q, k1, k2, v1, v2, causal=causal)
+    """Differentiable exact tensor attention on any device (SPEC §2, L4). Shapes ``(..., n, d)``.
+
+    ``window=(w1, w2)`` (with causal=True) is the sliding window of :mod:`verified_ta.masks`; q may have a
+    multiple of the keys' heads (grouped-query heads, dimension -3).
+    """
+    check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window)
     s = resolve_scale(scale, q.shape[-1])
-    out, lse = ReferenceTensorAttention.apply(q, k1, k2, v1, v2, s, causal, chunk_size)
+    out, lse = ReferenceTensorAttention.apply(q, k1, k2, v1, v2, s, causal, check_window(window, causal), chunk_size)
     return (out, lse) if return_lse else out

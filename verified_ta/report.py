@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -11,7 +12,10 @@ from typing import Any, Iterable
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["CheckRow", "render_rows", "write_json"]
+__all__ = ["JSON_SCHEMA_VERSION", "CheckRow", "render_rows", "strict_json", "write_json"]
+
+#: version of the JSON documents every command writes (bumped when a field changes meaning or disappears)
+JSON_SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -43,11 +47,44 @@ def render_rows(rows: Iterable[CheckRow], title: str, console: Console | None = 
     (console or Console()).print(table)
 
 
-def write_json(path: str | Path, payload: Any) -> None:
-    """Write ``payload`` (dataclasses allowed) as indented JSON."""
-    def default(o: Any) -> Any:
-        if hasattr(o, "__dataclass_fields__"):
-            return asdict(o)
-        raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+def _plain(o: Any) -> Any:
+    """``o`` as JSON-ready values: dataclasses as dicts, tuples as lists, non-finite floats as null."""
+    if hasattr(o, "__dataclass_fields__"):
+        return _plain(asdict(o))
+    if isinstance(o, dict):
+        return {str(k): _plain(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in (sorted(o) if isinstance(o, (set, frozenset)) else o)]
+    if isinstance(o, bool) or o is None or isinstance(o, (int, str)):
+        return o
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if hasattr(o, "item") and callable(o.item):  # numpy / torch scalars
+        return _plain(o.item())
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
-    Path(path).write_text(json.dumps(payload, indent=2, default=default) + "\n")
+
+def strict_json(payload: Any, command: str | None = None) -> str:
+    """RFC 8259 JSON (no NaN/Infinity: non-finite numbers become null), indented; a dict payload gains
+    ``schema_version``, ``tool`` and ``version`` (and ``command`` when given) in front of its own keys."""
+    from . import __version__
+
+    body = _plain(payload)
+    if isinstance(body, dict):
+        head = {"schema_version": JSON_SCHEMA_VERSION, "tool": "verified-ta", "version": __version__}
+        if command is not None:
+            head["command"] = command
+        body = {**head, **body}
+    return json.dumps(body, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+
+
+def write_json(path: str | Path, payload: Any, command: str | None = None) -> None:
+    """Write ``payload`` as strict JSON (:func:`strict_json`) to ``path``; ``"-"`` writes to stdout."""
+    text = strict_json(payload, command)
+    if str(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        Path(path).write_text(text, encoding="utf-8")

@@ -6,7 +6,10 @@ import math
 
 import torch
 
-__all__ = ["FLOAT_DTYPES", "check_attention_inputs", "check_finite", "check_positive_int", "check_open_unit"]
+__all__ = [
+    "FLOAT_DTYPES", "check_attention_inputs", "check_objective_inputs", "check_finite", "check_positive_int",
+    "check_open_unit",
+]
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -38,13 +41,22 @@ def check_attention_inputs(
     v2: torch.Tensor,
     *,
     causal: bool = False,
+    window: object = None,
     check_values: bool = True,
-) -> None:
-    """Validate tensor-attention inputs of shape ``(..., n, d)`` (SPEC §2).
+) -> int:
+    """Validate tensor-attention inputs of shape ``(..., n, d)`` (SPEC §2); returns the query-head group size.
 
-    q is ``(..., n_q, d)``; k1, v1 are ``(..., n1, d)``; k2, v2 are ``(..., n2, d)``; all share batch
-    dimensions, dtype and device. Causal masking needs n_q = n1 = n2.
+    q is ``(..., n_q, d)``; k1, v1 are ``(..., n1, d)``; k2, v2 are ``(..., n2, d)``; all share dtype and device,
+    and k1, k2, v1, v2 share their leading dimensions. q shares them too, or (grouped-query heads) differs only in
+    the head dimension -3, which must be a multiple g of the keys' (query head h reads key head h // g, as torch
+    SDPA's ``enable_gqa``); g is returned (1 without grouping). Causal masking needs n_q = n1 = n2; a window
+    (:func:`verified_ta.masks.check_window`) needs causal=True.
     """
+    from .masks import check_window
+
+    if not isinstance(causal, bool):
+        raise ValueError(f"causal must be a bool; got {causal!r}")
+    check_window(window, causal)
     named = {"q": q, "k1": k1, "k2": k2, "v1": v1, "v2": v2}
     for name, t in named.items():
         if not isinstance(t, torch.Tensor):
@@ -61,10 +73,12 @@ def check_attention_inputs(
     devices = {t.device for t in named.values()}
     if len(devices) != 1:
         raise ValueError(f"q, k1, k2, v1, v2 must be on one device; got {[str(t.device) for t in named.values()]}")
-    batch = q.shape[:-2]
+    kv_batch = k1.shape[:-2]
+    for name in ("k2", "v1", "v2"):
+        if named[name].shape[:-2] != kv_batch:
+            raise ValueError(f"{name} leading dimensions {tuple(named[name].shape[:-2])} differ from k1's {tuple(kv_batch)}")
+    group = _query_group(tuple(q.shape[:-2]), tuple(kv_batch))
     for name, t in named.items():
-        if t.shape[:-2] != batch:
-            raise ValueError(f"{name} batch dimensions {tuple(t.shape[:-2])} differ from q's {tuple(batch)}")
         if t.shape[-1] != q.shape[-1]:
             raise ValueError(f"{name} head dimension d={t.shape[-1]} differs from q's d={q.shape[-1]}")
     if k1.shape[-2] != v1.shape[-2]:
@@ -78,6 +92,20 @@ def check_attention_inputs(
     if check_values:
         for name, t in named.items():
             check_finite(name, t)
+    return group
+
+
+def _query_group(q_batch: tuple[int, ...], kv_batch: tuple[int, ...]) -> int:
+    """Query heads per key head: 1 when q's leading dimensions equal the keys', else q_heads / kv_heads."""
+    if q_batch == kv_batch:
+        return 1
+    grouped = (len(q_batch) == len(kv_batch) >= 1 and q_batch[:-1] == kv_batch[:-1] and kv_batch[-1] >= 1
+               and q_batch[-1] % kv_batch[-1] == 0)
+    if not grouped:
+        raise ValueError(
+            f"q leading dimensions {q_batch} must equal the keys' {kv_batch}, or differ only in the head dimension "
+            f"(-3) by an integer factor (grouped-query heads: q heads a multiple of kv heads)")
+    return q_batch[-1] // kv_batch[-1]
 
 
 def check_objective_inputs(A1, A2, A3, A4, A5, E, X, Y) -> tuple[int, int]:

@@ -8,8 +8,36 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from enum import IntEnum
 
 import typer
+
+from .. import __version__
+
+
+class ExitCode(IntEnum):
+    """One exit-code table for every command (the README documents it; 2 is click's usage-error code).
+
+    0 OK: every check passed / certified / proved.  1 FAILED: a check failed, a proof was refuted, a certificate
+    was rejected or a target was missed.  2 USAGE: bad input or options.  3 INCONCLUSIVE: the tool could not
+    decide (solver unknown or timeout, no certified answer within the limits).  4 NOT_APPLICABLE: valid input
+    for which the method does not pay or does not fit (e.g. the fast path is slower than exact, or its rank
+    exceeds the memory limit).  5 INTERNAL: verified-ta itself crashed (a bug: please report it).
+    """
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    INCONCLUSIVE = 3
+    NOT_APPLICABLE = 4
+    INTERNAL = 5
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"verified-ta {__version__}")
+        raise typer.Exit(ExitCode.OK)
+
 
 app = typer.Typer(
     name="verified-ta",
@@ -20,7 +48,10 @@ app = typer.Typer(
 
 
 @app.callback()
-def main() -> None:
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
     """Tensor attention you can trust: check, prove, certify, conform, coverage."""
 
 
