@@ -1,76 +1,98 @@
-"""SPEC IDs (../shared/SPEC.md) and the ``@spec`` tag that tests, properties and proofs carry.
+"""SPEC IDs (docs/spec.md) and the ``@spec`` tag that tests, properties and proofs carry.
 
-``verified-ta coverage`` reads the tags statically (AST), so a tag must be a literal
-``@spec("T1", ...)`` decorator. Unknown IDs raise at import time, so a typo cannot hide coverage.
+The specification lives in ``docs/spec.md``: one entry per ID with its claim, statement, assumptions, source and
+status. The installed package does not ship docs/, so the ID table (ID → claim and status tags) is compiled from it
+into :mod:`verified_ta.spec_table`, a generated module; ``tests/test_spec.py`` fails when the two differ, and
+``python -m verified_ta.spec`` regenerates the module. (A generated module rather than package data: docs/spec.md
+stays where the site and the forge show it, importing the table reads no file, and a wheel cannot miss it.)
+
+``verified-ta coverage`` reads the tags statically (AST), so a tag must be a literal ``@spec("T1", ...)``
+decorator. Unknown IDs raise at import time, so a typo cannot hide coverage.
 """
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence, TypeVar
+
+from .spec_table import ENTRIES
+
+__all__ = ["SPEC_IDS", "SPEC_STATUS", "STATUS_TAGS", "SpecEntry", "parse_spec", "table_source", "entry_link", "spec"]
 
 F = TypeVar("F", bound=Callable)
 
-SPEC_IDS: dict[str, str] = {
-    "T1": "(A⊗B)(C⊘D) = (AC)⊘(BD)",
-    "T2": "(C⊘D)^T = C^T ⊖ D^T",
-    "T3": "(V⊘W)^T(P⊘R) = (V^T P)∘(W^T R)",
-    "T4": "(V⊘W)^T(a⊗b) = (V^T a)∘(W^T b)",
-    "T5": "(U1V1^T)∘(U2V2^T) = (U1⊖U2)(V1⊖V2)^T",
-    "T6": "Hadamard of two ⊘-factorisations",
-    "T7": "vec(A X B^T) = (A⊗B) vec(X)",
-    "T8": "A1 X1 (X2⊘X3)^T (A2⊗A3)^T = (A1X1)((A2X2)⊘(A3X3))^T",
-    "T9": "identity tensor I⊘I",
-    "T10": "[Q(K1⊘K2)^T][i,a*n+b] = Σ_l Q K1 K2",
-    "T11": "G1(G2⊘G3)^T is the mode-1 unfolding",
-    "T12": "(A2⊗A3)^T(V⊘W) = (A2^T V)⊘(A3^T W)",
-    "T13": "Kronecker transpose, mixed product, ⊘ associativity",
-    "T14": "⟨x∘y, z⟩ = ⟨x, y∘z⟩",
-    "T15": "softmax Jacobian",
-    "T16": "(diag(f) − ff^T)q = f∘q − ⟨f,q⟩f; rows of p sum to 0",
-    "T17": "index maps are bijections; vec/unvec inverse",
-    "L1": "closed-form gradient dLoss/dX",
-    "L2": "chain rule to X1, X2, X3",
-    "L3": "gradient in Y, Y1, Y2",
-    "L4": "gradients in Q, K1, K2, V1, V2",
-    "L5": "bounded entries: score range",
-    "L6": "shift by M",
-    "L7": "polynomial degree for relative error",
-    "L8": "low-rank polynomial features",
-    "L9": "forward error bound",
-    "L10": "gradient error bound",
-    "L11": "almost-linear regime",
-    "L12": "derivative bounds for the hardness reduction",
-    "A1": "fast forward",
-    "A2": "fast gradient",
-    "A3": "hardness reduction",
-    "P15": "forward equals einsum and the mpmath oracle",
-    "P16": "invariance to ⊘ row order shared by K and V",
-    "P17": "K2 = V2 = 1 gives matrix attention",
-    "P18": "softmax rows ≥ 0 and sum to 1",
-    "P19": "||Att||∞ ≤ ||V1||∞||V2||∞",
-    "P20": "L5 score range",
-    "P21": "invariance to per-row score shifts",
-    "P22": "(k1,v1)↔(k2,v2) swap symmetry",
-    "P23": "rank-1 logits factorise into two matrix attentions",
-    "P24": "L1 = autograd = finite differences = coordinate form",
-    "P25": "rows of p sum to 0; p2 = diag(r) f",
-    "P26": "d/dλ Loss(λX0) = ⟨∇Loss, X0⟩",
-    "P27": "G is affine in E",
-    "P28": "E = f h ⇒ G = 0",
-    "P29": "L2, L3, L4",
-    "P30": "L8 exact factorisation",
-    "P31": "rank formula",
-    "P32": "certified relative error ≤ ε, monotone in g",
-    "P33": "L9 on random and adversarial inputs",
-    "P34": "T4 normaliser",
-    "P35": "A2 equals L1 on f̃",
-    "P36": "L10 holds",
-    "P37": "no n×n² allocation on the fast path",
-    "P38": "L12 derivative bounds",
-    "P39": "Riemann-sum error ≤ b/m",
-    "P40": "F(0) closed form",
-    "P41": "log r / log n trend",
-}
+#: the status tags an entry may carry (docs/spec.md explains each); ``z3 swept ≤ K`` carries its sweep size K
+STATUS_TAGS = ("z3 all sizes", "z3 swept", "paper", "property", "tested", "cited", "derived")
+_TAG = re.compile(r"^(z3 all sizes|z3 swept ≤ [1-9][0-9]*|paper|property|tested|cited|derived)$")
+_HEADING = re.compile(r"^### ([TLAP][1-9][0-9]*)[ \t]*$", re.M)
+_FIELDS = ("Statement", "Assumptions", "Source", "Status")
+
+
+@dataclass(frozen=True)
+class SpecEntry:
+    """One SPEC entry as the code needs it: the ID, its one-line claim and its status tags."""
+
+    id: str
+    claim: str
+    status: tuple[str, ...]
+
+
+def _entry(spec_id: str, body: str) -> SpecEntry:
+    claim = re.search(r"^\*\*Claim:\*\* (\S.*)$", body, re.M)
+    if claim is None:
+        raise ValueError(f"docs/spec.md entry {spec_id}: needs a '**Claim:** …' line")
+    missing = [f for f in _FIELDS if not re.search(rf"^- \*\*{f}:\*\*\s+\S", body, re.M)]
+    if missing:
+        raise ValueError(f"docs/spec.md entry {spec_id}: missing field(s) {missing}; each entry has {list(_FIELDS)}")
+    status_line = re.search(r"^- \*\*Status:\*\* ((?:`[^`]+`[ .]*)+)", body, re.M)
+    if status_line is None:
+        raise ValueError(f"docs/spec.md entry {spec_id}: the Status line must open with tags such as `property`")
+    tags = tuple(re.findall(r"`([^`]+)`", status_line.group(1)))
+    bad = [t for t in tags if not _TAG.match(t)]
+    if bad or len(set(tags)) != len(tags):
+        raise ValueError(f"docs/spec.md entry {spec_id}: status tags must be distinct and among {STATUS_TAGS} "
+                         f"('z3 swept ≤ K' with K >= 1); got {list(tags)}")
+    return SpecEntry(spec_id, claim.group(1).strip(), tags)
+
+
+def parse_spec(text: str) -> list[SpecEntry]:
+    """The entries of docs/spec.md, in order: each ``### ID`` heading opens one (until the next heading)."""
+    parts = re.split(r"^(?=#{1,3} )", text, flags=re.M)
+    entries = []
+    for part in parts:
+        m = _HEADING.match(part)
+        if m:
+            entries.append(_entry(m.group(1), part))
+    ids = [e.id for e in entries]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates or not entries:
+        raise ValueError(f"docs/spec.md must hold each ID once; duplicated: {duplicates or 'none'}, "
+                         f"entries: {len(ids)}")
+    return entries
+
+
+def table_source(entries: Sequence[SpecEntry]) -> str:
+    """The source of :mod:`verified_ta.spec_table` for ``entries``."""
+    rows = "".join(f"    ({e.id!r}, {e.claim!r},\n     {e.status!r}),\n" for e in entries)
+    return ('"""The SPEC ID table, generated from docs/spec.md by ``python -m verified_ta.spec``: do not edit.\n\n'
+            'tests/test_spec.py fails when this table and docs/spec.md differ.\n"""\n\n'
+            f"ENTRIES: tuple[tuple[str, str, tuple[str, ...]], ...] = (\n{rows})\n")
+
+
+#: ID → one-line claim, in SPEC order
+SPEC_IDS: dict[str, str] = {spec_id: claim for spec_id, claim, _ in ENTRIES}
+#: ID → status tags (see docs/spec.md, "How to read an entry")
+SPEC_STATUS: dict[str, tuple[str, ...]] = {spec_id: status for spec_id, _, status in ENTRIES}
+
+
+def entry_link(spec_id: str, base: str = "docs/spec.md") -> str:
+    """Where the entry of ``spec_id`` is: ``base#t1`` (the heading anchor on the site and on forges)."""
+    if spec_id not in SPEC_IDS:
+        raise ValueError(f"spec_id must be a SPEC ID such as T1 or L10; got {spec_id!r}")
+    return f"{base}#{spec_id.lower()}"
 
 
 def spec(*ids: str) -> Callable[[F], F]:
@@ -88,3 +110,18 @@ def spec(*ids: str) -> Callable[[F], F]:
         return pytest.mark.spec(*ids)(fn)
 
     return decorate
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m verified_ta.spec [SPEC_MD [OUT]]``: regenerate verified_ta/spec_table.py (or OUT) from the spec."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    source = Path(args[0]) if args else Path(__file__).resolve().parents[1] / "docs" / "spec.md"
+    target = Path(args[1]) if len(args) > 1 else Path(__file__).with_name("spec_table.py")
+    entries = parse_spec(source.read_text(encoding="utf-8"))
+    target.write_text(table_source(entries), encoding="utf-8")
+    print(f"{target}: {len(entries)} entries from {source}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
