@@ -104,12 +104,8 @@ def test_nav_lists_every_page():
     assert pages == nav, f"pages without a nav line: {sorted(pages - nav)}; without a page: {sorted(nav - pages)}"
 
 
-# Files that still point at the shared notes outside the repository until the lead applies the replacement lines of issue 14 at merge.
-# Each must still hold the reference (so this set shrinks as they are fixed): remove a file once it is fixed.
-PENDING_OUTSIDE_REFERENCES = {"verified_ta/__init__.py", "pyproject.toml"}
-
-
 def test_nothing_refers_to_a_path_outside_the_project():
+    """Issue 14: the spec ships with the project; no tracked file points at notes outside the repository."""
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     offenders = set()
     for name in tracked:
@@ -117,7 +113,7 @@ def test_nothing_refers_to_a_path_outside_the_project():
         if path.suffix in {".py", ".md", ".toml", ".yml", ".yaml", ".cfg", ".txt"} or path.name == "run":
             if re.search(r"\.\./shared\b|shared/SPEC\.md", path.read_text(encoding="utf-8", errors="replace")):
                 offenders.add(name)
-    assert offenders == PENDING_OUTSIDE_REFERENCES
+    assert not offenders, sorted(offenders)
 
 
 @pytest.mark.slow

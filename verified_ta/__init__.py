@@ -1,4 +1,4 @@
-"""verified-ta: tensor attention you can trust (SPEC: ../shared/SPEC.md).
+"""verified-ta: tensor attention you can trust (SPEC: docs/spec.md; ID table: verified_ta.spec).
 
 Names are imported on first use (PEP 562), so ``import verified_ta`` — and the pytest plugin that every
 pytest session of an installing project loads — costs nothing until torch-backed code is needed.
