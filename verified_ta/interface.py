@@ -6,7 +6,7 @@ Layout as torch SDPA: ``(batch, heads, n, d)`` (any leading dimensions); default
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -111,12 +111,15 @@ class TensorAttention(nn.Module):
     (K1, V1) from ``context1`` and (K2, V2) from ``context2`` (both default to ``x``: self-attention).
     ``num_kv_heads`` (a divisor of ``num_heads``) gives K1, K2, V1, V2 fewer heads (grouped-query heads);
     ``window=(w1, w2)`` with ``causal=True`` is the sliding-window 2-simplicial operator.
+    ``process_group`` (a ``torch.distributed`` group) makes the layer context-parallel: each rank passes its shard
+    of the sequence (:func:`verified_ta.distributed.shard_sequence`, default layout) and gets its shard of the
+    output (:func:`verified_ta.distributed.context_parallel_tensor_attention`); parameters' gradients are per rank.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, *, head_dim: int | None = None, num_kv_heads: int | None = None,
                  bias: bool = True, causal: bool = False, window: Window | None = None, scale: float | None = None,
                  backend: Backend = "auto", device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+                 dtype: torch.dtype | None = None, process_group: Any = None) -> None:
         super().__init__()
         check_positive_int("embed_dim", embed_dim)
         check_positive_int("num_heads", num_heads)
@@ -136,6 +139,7 @@ class TensorAttention(nn.Module):
         resolve_scale(scale, head_dim)
         self.embed_dim, self.num_heads, self.num_kv_heads, self.head_dim = embed_dim, num_heads, num_kv_heads, head_dim
         self.causal, self.window, self.scale, self.backend = causal, check_window(window, causal), scale, backend
+        self.process_group = process_group
         kw = dict(bias=bias, device=device, dtype=dtype)
         self.q_proj = nn.Linear(embed_dim, num_heads * head_dim, **kw)
         self.k1_proj, self.k2_proj, self.v1_proj, self.v2_proj = (
@@ -157,7 +161,13 @@ class TensorAttention(nn.Module):
         h = self.num_kv_heads
         k1, v1 = self._heads(self.k1_proj(c1), h), self._heads(self.v1_proj(c1), h)
         k2, v2 = self._heads(self.k2_proj(c2), h), self._heads(self.v2_proj(c2), h)
-        att = tensor_attention(q, k1, k2, v1, v2, scale=self.scale, causal=self.causal, window=self.window,
-                               backend=self.backend)
+        if self.process_group is not None:
+            from .distributed import context_parallel_tensor_attention
+
+            att = context_parallel_tensor_attention(q, k1, k2, v1, v2, group=self.process_group, scale=self.scale,
+                                                    causal=self.causal, window=self.window, backend=self.backend)
+        else:
+            att = tensor_attention(q, k1, k2, v1, v2, scale=self.scale, causal=self.causal, window=self.window,
+                                   backend=self.backend)
         b, _, n, _ = att.shape
         return self.out_proj(att.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))

@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 
 import torch
 
-__all__ = ["Window", "check_window", "pair_mask", "row_ranges"]
+__all__ = ["Window", "check_window", "pair_mask", "query_pair_mask", "row_ranges"]
 
 #: (w1, w2): query i sees k1 rows a with i − w1 < a <= i and k2 rows b with i − w2 < b <= i (None: unbounded)
 Window = Tuple[Optional[int], Optional[int]]
@@ -42,7 +42,17 @@ def check_window(window: object, causal: bool) -> Window | None:
 def pair_mask(start: int, stop: int, n1: int, n2: int, device: torch.device | str,
               window: Window | None = None) -> torch.Tensor:
     """Boolean ``(stop − start, n1, n2)``: True where pair (a, b) is visible to query i (causal, optionally windowed)."""
-    i = torch.arange(start, stop, device=device)[:, None, None]
+    return query_pair_mask(torch.arange(start, stop, device=device), n1, n2, window)
+
+
+def query_pair_mask(positions: torch.Tensor, n1: int, n2: int, window: Window | None = None) -> torch.Tensor:
+    """Boolean ``(len(positions), n1, n2)``: the pairs visible to the queries at these sequence positions.
+
+    The mask of a shard of queries (context parallelism, :mod:`verified_ta.distributed`): row j is query
+    ``positions[j]`` of the keys' sequence, not query j.
+    """
+    device = positions.device
+    i = positions[:, None, None]
     a = torch.arange(n1, device=device)[None, :, None]
     b = torch.arange(n2, device=device)[None, None, :]
     visible = (a <= i) & (b <= i)

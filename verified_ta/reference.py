@@ -13,7 +13,7 @@ from typing import Iterator
 
 import torch
 
-from .masks import Window, check_window, pair_mask
+from .masks import Window, check_window, pair_mask, query_pair_mask
 from .validation import check_attention_inputs, check_positive_int
 
 __all__ = [
@@ -51,9 +51,14 @@ def _chunks(n_q: int, n1: int, n2: int, chunk_size: int | None) -> Iterator[tupl
 
 
 def causal_mask(start: int, stop: int, n1: int, n2: int, device: torch.device,
-                window: Window | None = None) -> torch.Tensor:
-    """True where the pair (a, b) is visible to query i: a <= i and b <= i, within ``window`` (SPEC §2)."""
-    return pair_mask(start, stop, n1, n2, device, window)
+                window: Window | None = None, query_positions: torch.Tensor | None = None) -> torch.Tensor:
+    """True where the pair (a, b) is visible to query i: a <= i and b <= i, within ``window`` (SPEC §2).
+
+    Rows start … stop − 1 are queries at those positions, or at ``query_positions[start:stop]`` when given.
+    """
+    if query_positions is None:
+        return pair_mask(start, stop, n1, n2, device, window)
+    return query_pair_mask(query_positions[start:stop], n1, n2, window)
 
 
 def _grouped(q: torch.Tensor, group: int) -> torch.Tensor:
@@ -92,12 +97,14 @@ def tensor_attention_forward(
     causal: bool = False,
     window: Window | None = None,
     chunk_size: int | None = None,
+    query_positions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact forward: ``(out, lse)`` with out ``(..., n_q, d)`` and natural-log LSE ``(..., n_q)``.
 
-    Row max subtracted before exp (stable); computed in the inputs' dtype.
+    Row max subtracted before exp (stable); computed in the inputs' dtype. ``query_positions`` (causal): the
+    sequence positions of q's rows when q is a shard of the queries (default 0 … n_q − 1).
     """
-    group = check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window)
+    group = check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window, query_positions=query_positions)
     window = check_window(window, causal)
     scale = resolve_scale(scale, q.shape[-1])
     q_shape = q.shape
@@ -108,7 +115,7 @@ def tensor_attention_forward(
     lse = torch.empty(q.shape[:-1], dtype=q.dtype, device=q.device)
     v2u = v2.unsqueeze(-3)
     for start, stop in _chunks(n_q, n1, n2, chunk_size):
-        mask = causal_mask(start, stop, n1, n2, q.device, window) if causal else None
+        mask = causal_mask(start, stop, n1, n2, q.device, window, query_positions) if causal else None
         s, _ = _chunk_scores(q[..., start:stop, :], k1, k2, scale, mask)
         m = s.amax(dim=(-2, -1), keepdim=True)
         e = torch.exp(s - m)
@@ -134,13 +141,16 @@ def tensor_attention_backward(
     window: Window | None = None,
     grad_lse: torch.Tensor | None = None,
     chunk_size: int | None = None,
+    query_positions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """SPEC L4: ``(dQ, dK1, dK2, dV1, dV2)`` from upstream dO (and optionally d lse).
 
     δ_i = ⟨dO_i, O_i⟩, dP = ⟨dO_i, V1[a]∘V2[b]⟩, dS = P∘(dP − δ + d lse_i); P recomputed from the saved LSE.
-    With grouped-query heads the key gradients sum over the query heads of each group.
+    With grouped-query heads the key gradients sum over the query heads of each group. ``query_positions``: as
+    in :func:`tensor_attention_forward`; the key gradients are then the partial sums over this shard of queries.
     """
-    group = check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window, check_values=False)
+    group = check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window, check_values=False,
+                                   query_positions=query_positions)
     window = check_window(window, causal)
     q_shape = q.shape
     q, grad_out, out = (_grouped(x, group) for x in (q, grad_out, out))
@@ -157,7 +167,7 @@ def tensor_attention_backward(
     v2t = v2.transpose(-1, -2).unsqueeze(-3)
     for start, stop in _chunks(n_q, n1, n2, chunk_size):
         sl = slice(start, stop)
-        mask = causal_mask(start, stop, n1, n2, q.device, window) if causal else None
+        mask = causal_mask(start, stop, n1, n2, q.device, window, query_positions) if causal else None
         qc, doc = q[..., sl, :], grad_out[..., sl, :]
         s, qk1 = _chunk_scores(qc, k1, k2, scale, mask)
         p = torch.exp(s - lse[..., sl, None, None])
@@ -180,11 +190,13 @@ class ReferenceTensorAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k1, k2, v1, v2, scale, causal, window, chunk_size):  # type: ignore[override]
+    def forward(ctx, q, k1, k2, v1, v2, scale, causal, window, chunk_size,  # type: ignore[override]
+                query_positions=None):
         out, lse = tensor_attention_forward(q, k1, k2, v1, v2, scale=scale, causal=causal, window=window,
-                                            chunk_size=chunk_size)
+                                            chunk_size=chunk_size, query_positions=query_positions)
         ctx.save_for_backward(q, k1, k2, v1, v2, out, lse)
         ctx.scale, ctx.causal, ctx.window, ctx.chunk_size = scale, causal, window, chunk_size
+        ctx.query_positions = query_positions
         return out, lse
 
     @staticmethod
@@ -195,8 +207,9 @@ class ReferenceTensorAttention(torch.autograd.Function):
         grads = tensor_attention_backward(
             grad_out, q, k1, k2, v1, v2, out, lse,
             scale=ctx.scale, causal=ctx.causal, window=ctx.window, grad_lse=grad_lse, chunk_size=ctx.chunk_size,
+            query_positions=ctx.query_positions,
         )
-        return (*grads, None, None, None, None)
+        return (*grads, None, None, None, None, None)
 
 
 def tensor_attention_reference(

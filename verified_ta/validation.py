@@ -43,6 +43,7 @@ def check_attention_inputs(
     causal: bool = False,
     window: object = None,
     check_values: bool = True,
+    query_positions: torch.Tensor | None = None,
 ) -> int:
     """Validate tensor-attention inputs of shape ``(..., n, d)`` (SPEC §2); returns the query-head group size.
 
@@ -50,7 +51,9 @@ def check_attention_inputs(
     and k1, k2, v1, v2 share their leading dimensions. q shares them too, or (grouped-query heads) differs only in
     the head dimension -3, which must be a multiple g of the keys' (query head h reads key head h // g, as torch
     SDPA's ``enable_gqa``); g is returned (1 without grouping). Causal masking needs n_q = n1 = n2; a window
-    (:func:`verified_ta.masks.check_window`) needs causal=True.
+    (:func:`verified_ta.masks.check_window`) needs causal=True. ``query_positions`` (causal only) places q's rows at
+    those positions of the keys' sequence (a shard of queries): then n_q = n1 = n2 becomes positions in
+    [0, min(n1, n2)).
     """
     from .masks import check_window
 
@@ -85,7 +88,9 @@ def check_attention_inputs(
         raise ValueError(f"k1 and v1 need the same length n1; got {k1.shape[-2]} and {v1.shape[-2]}")
     if k2.shape[-2] != v2.shape[-2]:
         raise ValueError(f"k2 and v2 need the same length n2; got {k2.shape[-2]} and {v2.shape[-2]}")
-    if causal and not (q.shape[-2] == k1.shape[-2] == k2.shape[-2]):
+    if query_positions is not None:
+        _check_query_positions(query_positions, q, min(k1.shape[-2], k2.shape[-2]), causal)
+    elif causal and not (q.shape[-2] == k1.shape[-2] == k2.shape[-2]):
         raise ValueError(
             f"causal=True needs n_q = n1 = n2; got {q.shape[-2]}, {k1.shape[-2]}, {k2.shape[-2]}"
         )
@@ -93,6 +98,19 @@ def check_attention_inputs(
         for name, t in named.items():
             check_finite(name, t)
     return group
+
+
+def _check_query_positions(positions: object, q: torch.Tensor, n_keys: int, causal: bool) -> None:
+    if not causal:
+        raise ValueError("query_positions places a shard of queries under the causal mask: it needs causal=True")
+    if not isinstance(positions, torch.Tensor) or positions.dtype != torch.int64 or positions.dim() != 1:
+        raise ValueError(f"query_positions must be a 1-D int64 tensor; got {positions!r}")
+    if positions.shape[0] != q.shape[-2] or positions.device != q.device:
+        raise ValueError(f"query_positions needs q's length {q.shape[-2]} and device {q.device}; "
+                         f"got length {positions.shape[0]} on {positions.device}")
+    if positions.numel() and not (0 <= int(positions.min()) and int(positions.max()) < n_keys):
+        raise ValueError(f"query_positions must lie in [0, min(n1, n2) = {n_keys}); "
+                         f"got [{int(positions.min())}, {int(positions.max())}]")
 
 
 def _query_group(q_batch: tuple[int, ...], kv_batch: tuple[int, ...]) -> int:
