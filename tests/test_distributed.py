@@ -17,6 +17,7 @@ is at most g/(1 − gKu)·Σ_h b_h; computing that in float64 (g additions, two 
 from __future__ import annotations
 
 import functools
+from fractions import Fraction
 
 import pytest
 import torch
@@ -216,11 +217,13 @@ def test_causal_work_counts_the_visible_pairs(layout, window):
 
 @pytest.mark.parametrize("world_size", [2, 4, 8, 16])
 def test_snake_balances_the_causal_work(world_size):
-    """n = 4096 = a multiple of 2P: snake's worst share is 1/P to 1e-4 (derived: 1/P + ~2P/n²); contiguous and
-    zigzag (balanced for matrix attention, cost ∝ i) are far off for tensor attention (cost ∝ i²)."""
-    share = {layout: max(w) / sum(w) for layout in cp.LAYOUTS for w in [cp.causal_work(4096, world_size, layout)]}
-    assert share["snake"] * world_size <= 1 + 1e-4
-    assert share["zigzag"] * world_size >= 1.18 and share["contiguous"] * world_size >= 1.7
+    """n = 4096, a multiple of 2P: snake's worst share is exactly 1/P + 2(2P − 1)(P − 1)/(P(n + 1)(2n + 1)) (derived
+    in verified_ta.distributed); contiguous and zigzag (balanced for matrix attention, cost ∝ i) are far off for
+    tensor attention (cost ∝ i²)."""
+    n, p = 4096, world_size
+    share = {layout: Fraction(max(w), sum(w)) for layout in cp.LAYOUTS for w in [cp.causal_work(n, p, layout)]}
+    assert share["snake"] == Fraction(1, p) + Fraction(2 * (2 * p - 1) * (p - 1), p * (n + 1) * (2 * n + 1))
+    assert share["zigzag"] * p >= Fraction(118, 100) and share["contiguous"] * p >= Fraction(17, 10)
 
 
 # ---------------------------------------------------------------- the local routine: queries at positions

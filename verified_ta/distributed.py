@@ -19,8 +19,11 @@ exact reference with query positions under a causal mask (the kernels take no qu
 Load balance: under the causal mask query i sees (i + 1)² pairs, so contiguous shards leave the last rank most of
 the work, and "zigzag" (balanced for matrix attention, whose cost grows like i) still does not balance i². "snake"
 deals the tokens 0, 1, …, P − 1, P − 1, …, 1, 0, 0, 1, … so each rank takes one position from every mirrored pair
-(2Pk + r, 2Pk + 2P − 1 − r): the linear terms of (i + 1)² cancel within a pair and the worst rank's share is
-1/P + O(P/n²). :func:`causal_work` counts the visible pairs per rank (table in the README).
+(2Pk + r, 2Pk + 2P − 1 − r): the linear terms of (i + 1)² cancel within a pair, so when 2P divides n rank r's
+excess over the mean is (n/2P)·((r + 1)² + (2P − r)² − their mean over r), and the worst rank (r = 0) has the
+share exactly 1/P + 2(2P − 1)(P − 1) / (P·(n + 1)(2n + 1)) ≈ 1/P + 2P/n² (a partial last block adds at most two
+queries' pairs).
+:func:`causal_work` counts the visible pairs per rank (table in the README).
 """
 
 from __future__ import annotations

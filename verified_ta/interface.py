@@ -113,7 +113,8 @@ class TensorAttention(nn.Module):
     ``window=(w1, w2)`` with ``causal=True`` is the sliding-window 2-simplicial operator.
     ``process_group`` (a ``torch.distributed`` group) makes the layer context-parallel: each rank passes its shard
     of the sequence (:func:`verified_ta.distributed.shard_sequence`, default layout) and gets its shard of the
-    output (:func:`verified_ta.distributed.context_parallel_tensor_attention`); parameters' gradients are per rank.
+    output (:func:`verified_ta.distributed.context_parallel_tensor_attention`); each rank's parameter gradients
+    cover its own tokens (sum them over the group, as DDP does).
     """
 
     def __init__(self, embed_dim: int, num_heads: int, *, head_dim: int | None = None, num_kv_heads: int | None = None,
