@@ -192,13 +192,21 @@ def sleep_forever(rank: int, world_size: int) -> None:
 TRITON_SHAPE = (1, 2, 7, 16)
 
 
-def triton_case(rank: int, world_size: int) -> list[torch.Tensor]:
-    """This rank's shards of out, LSE and the five gradients with ``backend="triton"`` (layout snake, n = 7)."""
+def triton_case(rank: int, world_size: int) -> dict[str, list[torch.Tensor]]:
+    """This rank's shards of out, LSE and the five gradients with ``backend="triton"`` (layout snake, n = 7), clean
+    and with the ``no_reduce_scatter`` bug planted."""
     from verified_ta.kernels.accuracy import make_inputs
 
     *_, n, _ = TRITON_SHAPE
     inputs, grad_out = make_inputs(TRITON_SHAPE, n, n, dtype=torch.float32, seed=3)
-    shards = [cp.shard_sequence(x, rank, world_size).requires_grad_(True) for x in inputs]
-    out, lse = cp.context_parallel_tensor_attention(*shards, return_lse=True, backend="triton")
-    grads = torch.autograd.grad((out * cp.shard_sequence(grad_out, rank, world_size)).sum(), shards)
-    return [out.detach(), lse.detach(), *grads]
+
+    def run() -> list[torch.Tensor]:
+        shards = [cp.shard_sequence(x, rank, world_size).requires_grad_(True) for x in inputs]
+        out, lse = cp.context_parallel_tensor_attention(*shards, return_lse=True, backend="triton")
+        grads = torch.autograd.grad((out * cp.shard_sequence(grad_out, rank, world_size)).sum(), shards)
+        return [out.detach(), lse.detach(), *grads]
+
+    results = {"clean": run()}
+    with planted("no_reduce_scatter"):
+        results["no_reduce_scatter"] = run()
+    return results

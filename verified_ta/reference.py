@@ -51,13 +51,18 @@ def _chunks(n_q: int, n1: int, n2: int, chunk_size: int | None) -> Iterator[tupl
 
 
 def causal_mask(start: int, stop: int, n1: int, n2: int, device: torch.device,
-                window: Window | None = None, query_positions: torch.Tensor | None = None) -> torch.Tensor:
-    """True where the pair (a, b) is visible to query i: a <= i and b <= i, within ``window`` (SPEC §2).
+                window: Window | None = None) -> torch.Tensor:
+    """True where the pair (a, b) is visible to query i: a <= i and b <= i, within ``window`` (SPEC §2)."""
+    return pair_mask(start, stop, n1, n2, device, window)
 
-    Rows start … stop − 1 are queries at those positions, or at ``query_positions[start:stop]`` when given.
-    """
+
+def _chunk_mask(start: int, stop: int, n1: int, n2: int, device: torch.device, causal: bool, window: Window | None,
+                query_positions: torch.Tensor | None) -> torch.Tensor | None:
+    """The mask of query rows start … stop − 1: at those positions, or at ``query_positions[start:stop]``."""
+    if not causal:
+        return None
     if query_positions is None:
-        return pair_mask(start, stop, n1, n2, device, window)
+        return causal_mask(start, stop, n1, n2, device, window)
     return query_pair_mask(query_positions[start:stop], n1, n2, window)
 
 
@@ -115,7 +120,7 @@ def tensor_attention_forward(
     lse = torch.empty(q.shape[:-1], dtype=q.dtype, device=q.device)
     v2u = v2.unsqueeze(-3)
     for start, stop in _chunks(n_q, n1, n2, chunk_size):
-        mask = causal_mask(start, stop, n1, n2, q.device, window, query_positions) if causal else None
+        mask = _chunk_mask(start, stop, n1, n2, q.device, causal, window, query_positions)
         s, _ = _chunk_scores(q[..., start:stop, :], k1, k2, scale, mask)
         m = s.amax(dim=(-2, -1), keepdim=True)
         e = torch.exp(s - m)
@@ -167,7 +172,7 @@ def tensor_attention_backward(
     v2t = v2.transpose(-1, -2).unsqueeze(-3)
     for start, stop in _chunks(n_q, n1, n2, chunk_size):
         sl = slice(start, stop)
-        mask = causal_mask(start, stop, n1, n2, q.device, window, query_positions) if causal else None
+        mask = _chunk_mask(start, stop, n1, n2, q.device, causal, window, query_positions)
         qc, doc = q[..., sl, :], grad_out[..., sl, :]
         s, qk1 = _chunk_scores(qc, k1, k2, scale, mask)
         p = torch.exp(s - lse[..., sl, None, None])
