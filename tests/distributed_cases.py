@@ -59,7 +59,7 @@ def case_inputs(name: str) -> tuple[list[torch.Tensor], torch.Tensor]:
 def run_case(name: str, group) -> list[torch.Tensor]:
     """This rank's shards of out, LSE, dQ, dK1, dK2, dV1, dV2 from the distributed operator."""
     rank, world_size = dist.get_rank(group), dist.get_world_size(group)
-    n, _, _, causal, window, layout = CASES[name]
+    *_, causal, window, layout = CASES[name]
     inputs, grad_out = case_inputs(name)
     shards = [cp.shard_sequence(x, rank, world_size, layout=layout).requires_grad_(True) for x in inputs]
     out, lse = cp.context_parallel_tensor_attention(*shards, group=group, causal=causal, window=window, layout=layout,

@@ -41,6 +41,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.autograd.function import once_differentiable
 
+from .interface import BACKENDS, Backend, tensor_attention
 from .masks import Window, check_window, row_ranges
 from .reference import ReferenceTensorAttention, resolve_scale
 from .validation import check_attention_inputs, check_positive_int
@@ -177,8 +178,6 @@ def _describe(q, k1, k2, v1, v2, scale, causal, window, layout, backend) -> dict
 
 
 def _check_backend(backend: object, causal: bool) -> None:
-    from .interface import BACKENDS
-
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
     if causal and backend == "triton":
@@ -281,14 +280,15 @@ def context_parallel_tensor_attention(
     window: Window | None = None,
     layout: Layout = DEFAULT_LAYOUT,
     return_lse: bool = False,
-    backend: str = "auto",
+    backend: Backend = "auto",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Exact tensor attention (SPEC §2) of a sequence sharded over ``group``, differentiable (L4).
 
     Args:
         q, k1, k2, v1, v2: this rank's shard ``(..., n_local, d)`` of one sequence of length n, cut in ``layout``
             (:func:`shard_sequence`); q may have a multiple of the keys' heads in dimension -3 (grouped-query heads).
-        group: a ``torch.distributed`` process group (None: the default group); every rank of it must call.
+        group: a ``torch.distributed`` process group (None: the default group); every rank of it must call. With
+            NCCL, set each rank's device first (``torch.cuda.set_device``): the options exchange uses it.
         scale, causal, window: as :func:`verified_ta.tensor_attention`; masks apply to sequence positions.
         layout: one of :data:`LAYOUTS`, the same on every rank.
         backend: the local backend, as in :func:`verified_ta.tensor_attention` ("triton" only without causal).
@@ -304,8 +304,6 @@ def context_parallel_tensor_attention(
         out, lse = ReferenceTensorAttention.apply(q, *kv.unbind(0), plan.scale, True, plan.window, None,
                                                   plan.positions)
     else:
-        from .interface import tensor_attention
-
         out, lse = tensor_attention(q, *kv.unbind(0), scale=plan.scale, return_lse=True, backend=backend)
     return (out, lse) if return_lse else out
 
