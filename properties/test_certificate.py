@@ -1,23 +1,33 @@
-"""Properties of the polynomial-method certificates (SPEC L5, L6, L7, L11, P31, P32, P41; docs/certificate.md)."""
+"""Properties of the polynomial-method certificates (SPEC L5, L6, L7, L9, L10, L11, P31, P32, P41; docs/certificate.md).
+
+Includes the Hypothesis fuzzing of ``--verify``: no malformed certificate may crash the checker, and no edited
+claim may pass it.
+"""
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 from fractions import Fraction
 
 import mpmath
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from verified_ta.certificate import (
+    CertifyInputs,
+    build_certificate,
     certify_polynomial,
+    degree_lower_bound,
     fast_path_costs,
     minimal_degree,
     poisson_tail,
     rank_exponent,
     score_interval,
     taylor_degree,
+    verify_certificate,
 )
 from verified_ta.features import multi_indices
 from verified_ta.polynomial import build_polynomial
@@ -107,7 +117,7 @@ def test_minimax_needs_about_half_the_taylor_degree():
 @given(data=st.data(), d=st.integers(1, 4), B=st.sampled_from([0.3, 1.0, 1.7, 2.0]))
 def test_scores_lie_in_the_certified_range(data, d, B):
     """L5: every score s⟨q, k1∘k2⟩ (s = 1/d), computed exactly, lies in [−M, M] with the certificate's M."""
-    M, a, b = score_interval(B, d)
+    M, a, b = score_interval(CertifyInputs(B=B, n=8, d=d, eps=0.5))
     assert (a, b) == (0, 2 * M)
     entry = st.floats(-B, B, allow_nan=False)
     q, k1, k2 = (data.draw(st.lists(entry, min_size=d, max_size=d)) for _ in range(3))
@@ -155,3 +165,146 @@ def test_rank_exponent_trend(c):
     assert sub[0] > sub[1] > sub[2]
     crit = exponents(lambda ln: c * ln)
     assert crit[2] >= crit[0]
+
+
+# --- the proved degree lower bound (docs/certificate.md §2) ------------------------------------------------------
+
+
+def _check_lower_bound(length: Fraction, eps: Fraction) -> None:
+    """No polynomial of degree lower − 1 reaches ε, so the best one we can build (relative minimax) must not either:
+    its certified upper bound (within 1% of the truth) exceeds ε."""
+    lower = degree_lower_bound(length, eps)
+    if lower >= 1:
+        best = certify_polynomial(build_polynomial("minimax", lower - 1, (0, length)))
+        assert best.upper > eps, (length, eps, lower, float(best.upper))
+
+
+@spec("L7", "P32")
+@settings(max_examples=12, deadline=None)
+@given(length=st.sampled_from([Fraction(1, 4), Fraction(1, 2), Fraction(2), Fraction(6), Fraction(16)]),
+       exponent=st.integers(2, 12))
+@example(length=Fraction(2), exponent=3)  # the bound is attained here: 4 = minimax's least degree
+@example(length=Fraction(1, 2), exponent=9)
+def test_degree_lower_bound_is_never_beaten(length, exponent):
+    """L7: the proved lower bound (divided differences; Chebyshev growth) is never beaten by the minimax polynomial."""
+    _check_lower_bound(length, Fraction(1, 10**exponent))
+
+
+@spec("L7")
+def test_lower_bound_check_catches_an_off_by_one(monkeypatch):
+    """Planted bug: a lower bound one degree too strong claims degree 4 impossible at [0, 2], ε = 1e-3; the check fails."""
+    import verified_ta.certificate.degrees as degrees
+
+    honest = degrees._impossible
+    monkeypatch.setattr(degrees, "_impossible", lambda g, L, e: honest(g, L, e) or honest(g - 1, L, e) if g else honest(g, L, e))
+    with pytest.raises(AssertionError):
+        _check_lower_bound(Fraction(2), Fraction(1, 1000))
+
+
+# --- verdicts never overclaim (SPEC L9, L10) --------------------------------------------------------------------
+
+
+@spec("L9", "L10", "L11")
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(B=st.sampled_from([0.5, 1.0, 1.25]), n=st.sampled_from([2, 100, 4096, 10**6]), d=st.integers(1, 3),
+       eps=st.sampled_from([1e-2, 1e-4, 1e-6, 0.5]), target=st.sampled_from(["forward", "gradient"]))
+def test_certified_means_a_proved_total_within_eps(B, n, d, eps, target):
+    """Whatever the inputs: "certified" only with a proved total <= ε, so a gradient target (derived bounds) never is."""
+    cert = build_certificate(CertifyInputs(B=B, n=n, d=d, eps=eps, target=target))
+    if cert.verdict == "certified":
+        assert target == "forward" and cert.bounds["tag"] == "proved"
+        assert Fraction(cert.bounds["total"]) <= Fraction(eps)
+    assert cert.exit_code in (0, 1, 3, 4)
+
+
+# --- fuzzing --verify -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate_json():
+    return build_certificate(CertifyInputs(B=1.0, n=16, d=2, eps=1e-3, family="taylor")).to_json()
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**30) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12) | st.sampled_from(["0/1", "1/3", "1e-7", "-1", "1e400", "taylor", "1/d"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=8,
+)
+VOUCHED = ("inputs", "polynomial", "coefficients", "plan", "regime", "bounds", "costs", "verdict", "exit_code", "message",
+           "M", "interval", "scale", "cross_checks")
+
+
+def _paths(node, prefix=()):
+    """Every (path, value) inside the vouched part of a certificate."""
+    yield prefix, node
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if prefix or key in VOUCHED or key == "approx_error":
+                yield from _paths(value, prefix + (key,))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _paths(value, prefix + (i,))
+
+
+@st.composite
+def mutations(draw, original):
+    data = copy.deepcopy(original)
+    paths = [p for p, _ in _paths(data) if p]
+    path = draw(st.sampled_from(paths))
+    parent = data
+    for key in path[:-1]:
+        parent = parent[key]
+    action = draw(st.sampled_from(["replace", "delete", "add"]))
+    if action == "replace":
+        parent[path[-1]] = draw(JSON_VALUES)
+    elif action == "delete":
+        del parent[path[-1]]
+    elif isinstance(parent, dict):
+        parent[draw(st.text(min_size=1, max_size=6))] = draw(JSON_VALUES)
+    else:
+        parent.insert(path[-1], draw(JSON_VALUES))
+    return data
+
+
+def _assert_handled(result) -> None:
+    """What fuzzing demands: a reasoned verdict, never an internal failure."""
+    assert result.status in ("valid", "rejected", "inconclusive"), result
+    assert result.ok or result.problems
+
+
+@spec("L7", "L9", "L11")
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_verify_survives_malformed_certificates(certificate_json, data):
+    """No malformed certificate crashes --verify (every one is answered with reasons), and a certificate that still
+    verifies after an edit makes exactly the original claims."""
+    mutated = data.draw(mutations(certificate_json))
+    result = verify_certificate(json.loads(json.dumps(mutated)), time_limit_s=30)
+    _assert_handled(result)
+    if result.ok:
+        for key in VOUCHED:
+            assert mutated.get(key) == certificate_json[key], key
+
+
+@spec("L7")
+@settings(max_examples=40, deadline=None)
+@given(raw=st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_verify_survives_arbitrary_bytes(raw):
+    result = verify_certificate(raw, time_limit_s=30)
+    _assert_handled(result)
+    assert result.status == "rejected"
+
+
+@spec("L7")
+def test_fuzz_check_catches_an_uncapped_precision(certificate_json, monkeypatch):
+    """Planted bug: without the precision cap, precision_bits = 1 reaches flint and the checker fails internally —
+    exactly what the fuzzing property forbids."""
+    import verified_ta.certificate.document as document
+
+    data = copy.deepcopy(certificate_json)
+    data["approx_error"]["precision_bits"] = 1
+    assert verify_certificate(data).status == "rejected"
+    monkeypatch.setattr(document, "MIN_PRECISION_BITS", 0)
+    with pytest.raises(AssertionError):
+        _assert_handled(verify_certificate(data))
