@@ -105,7 +105,7 @@ def build_certificate(inputs: CertifyInputs, empirical: int = 0, progress: Calla
         if poly.family == "taylor":
             cross_checks.append(poisson_check(poly, approx))
         say("cross-checks")
-        unverified["sollya"] = sollya_check(poly, approx, inputs.time_limit_s - limit.elapsed())
+        unverified["sollya"] = sollya_check(poly, approx, limit.remaining(unlimited=60.0))
         bounds = bound_lines(inputs, poly.shifted(M), M, approx.upper)
         costs = fast_path_costs(inputs.n, inputs.d, poly.degree, inputs.itemsize, inputs.target, inputs.memory_limit_bytes)
     if empirical and poly is not None:

@@ -68,3 +68,7 @@ class TimeLimit:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
+
+    def remaining(self, unlimited: float) -> float:
+        """Seconds left, or ``unlimited`` when there is no limit."""
+        return unlimited if self.seconds is None else self.seconds - self.elapsed()
