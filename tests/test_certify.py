@@ -295,7 +295,7 @@ def test_real_shapes_report_degree_rank_bounds_and_memory(tmp_path):
     --memory-limit certifies the same polynomial; --degree fixes the degree."""
     result = certify("--B", "1", "--n", "4096", "--d", "16", *SLOW_BOX)
     assert result.exit_code == ExitCode.NOT_APPLICABLE, result.output
-    for needle in ("degree 7", "rank r = 245157", "forward total", "bytes of features", "--memory-limit"):
+    for needle in ("degree 7", "rank r = 245157", "forward total", "features need 4.833e+10 bytes", "--memory-limit"):
         assert needle in result.output, needle
     result = certify("--B", "1", "--n", "4096", "--d", "16", "--memory-limit", "64GiB", *SLOW_BOX)
     assert result.exit_code == ExitCode.OK, result.output
@@ -338,6 +338,22 @@ def test_time_limit_stops_the_search_with_a_verdict():
     assert "within the limits" in cert.message
 
 
+@pytest.mark.slow
+@spec("L7", "L11")
+@pytest.mark.parametrize("limit", [0.3, 1.0, 4.0])
+@pytest.mark.parametrize("B, n, d, eps", [(1.0, 4096, 4, 1e-6), (1.5, 64, 1, 1e-8), (3.0, 4096, 4, 1e-6),
+                                          (10.0, 100, 2, 1e-6), (0.5, 10**6, 64, 1e-6), (1.0, 4096, 16, 1e-9)])
+def test_every_call_answers_within_its_time_limit(B, n, d, eps, limit):
+    """The clock is checked between steps of at most a few hundred milliseconds: the work of a call never exceeds its
+    limit by more than 1 s (start-up, i.e. imports, excluded: a warm-up call loads them)."""
+    from verified_ta.certificate import CertifyInputs, build_certificate
+
+    build_certificate(CertifyInputs(B=1.0, n=8, d=1, eps=1e-2))
+    cert = build_certificate(CertifyInputs(B=B, n=n, d=d, eps=eps, time_limit_s=limit))
+    assert cert.unverified["seconds"]["total"] <= limit + 1.0, cert.unverified["seconds"]
+    assert cert.exit_code in (0, 1, 3, 4) and cert.message
+
+
 @spec("L9")
 def test_float32_misses_a_small_target_and_says_why():
     """float32 at n = 65536 cannot reach ε = 1e-6: exit 1 with the plain reason (alternating sum, amplification e^{2M})."""
@@ -357,6 +373,10 @@ def test_verdict_codes_are_the_cli_exit_codes():
     assert [VerifyResult(False, [], 0, 0.0, s).exit_code for s in ("rejected", "inconclusive", "internal")] == [
         ExitCode.FAILED, ExitCode.INCONCLUSIVE, ExitCode.INTERNAL]
     assert CERT_DEFAULT == DEFAULT_MEMORY_LIMIT_BYTES
+    from verified_ta.certificate.limits import DEFAULT_TIME_LIMIT_S
+    from verified_ta.cli import certify as cli_certify
+
+    assert cli_certify.DEFAULT_TIME_LIMIT_S == DEFAULT_TIME_LIMIT_S
 
 
 # --- usage errors: exit 2, before any work -----------------------------------------------------------------
@@ -439,7 +459,7 @@ def test_verify_rejects_hostile_files_with_a_reason(tmp_path, content, needle):
         (lambda d: d["inputs"].__setitem__("B", "1"), "B must be a finite number"),
         (lambda d: d["inputs"].__setitem__("n", 64.0), "n must be an integer"),
         (lambda d: d.__setitem__("coefficients", ["1/" + "3" * 5000] * 8), "coefficients"),
-        (lambda d: d["approx_error"].__setitem__("upper", "1e-99999999"), "exponent in [-400, 400]"),
+        (lambda d: d["approx_error"].__setitem__("upper", "1e-99999999"), "exponent in [-3000, 400]"),
         (lambda d: d.pop("bounds"), "lacks bounds"),
         (lambda d: d.__setitem__("polynomial", []), "polynomial must be an object"),
     ],
@@ -519,16 +539,16 @@ def test_as_fraction_rejects_non_finite_mpf(value):
 
 @spec("L11", "P41")
 def test_regime_map_table_json_and_heatmap(tmp_path):
-    """A 3×2 grid in two processes: table, strict JSON and a PNG; small B pays at large n, large B is decided by the
+    """A 2×2 grid in two processes: table, strict JSON and a PNG; small B pays at large n, large B is decided by the
     plan (exact is cheaper); the threshold B* = ∛(ln n) is in the JSON and drawn on the heatmap."""
     pytest.importorskip("matplotlib")
     out, png = tmp_path / "map.json", tmp_path / "map.png"
-    result = certify("--map", "--d", "2", "--eps", "1e-3", "--map-B", "0.5,1,6", "--map-n", "64,100000",
+    result = certify("--map", "--d", "2", "--eps", "1e-3", "--map-B", "0.5,6", "--map-n", "64,100000",
                      "--jobs", "2", "--json", str(out), "--png", str(png), *SLOW_BOX)
     assert result.exit_code == ExitCode.OK, result.output
     data = json.loads(out.read_text())
     cells = {(c["B"], c["n"]): c for c in data["cells"]}
-    assert len(cells) == 6
+    assert len(cells) == 4
     assert cells[(0.5, 100000)]["fast_beats_exact"] and cells[(0.5, 100000)]["degree"] is not None
     assert cells[(6.0, 64)]["kind"] == "exact" and cells[(6.0, 64)]["degree"] is None
     assert data["threshold_B"][1] == pytest.approx((__import__("math").log(100000)) ** (1 / 3))

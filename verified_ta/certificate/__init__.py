@@ -15,58 +15,54 @@ One module per seam, each readable and testable alone:
   re-check from untrusted JSON; :mod:`.empirical`, :mod:`.quick`, :mod:`.regime_map` — ``--empirical``, the rows of
   ``verified-ta check`` and ``certify --map``.
 
-python-flint, torch and mpmath are imported only where used.
+python-flint, torch and mpmath are imported only where used; the CLI imports nothing from here until a command runs.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-#: public name → submodule; imported on first use (PEP 562), so ``import verified_ta.certificate`` (and the CLI's
-#: start-up, which reads ``limits``) stays cheap
-_EXPORTS = {
-    "ApproxBound": "enclosure",
-    "Piece": "enclosure",
-    "certify_polynomial": "enclosure",
-    "recheck_pieces": "enclosure",
-    "witness_lower": "enclosure",
-    "poisson_tail": "crosscheck",
-    "sollya_supnorm": "crosscheck",
-    "taylor_degree": "degrees",
-    "degree_lower_bound": "degrees",
-    "DegreeResult": "degrees",
-    "minimal_degree": "degrees",
-    "regime": "regime",
-    "rank_exponent": "regime",
-    "fast_path_costs": "regime",
-    "score_interval": "inputs",
-    "CertifyInputs": "inputs",
-    "decimal_up": "exact",
-    "decimal_down": "exact",
-    "Plan": "plan",
-    "make_plan": "plan",
-    "build_certificate": "build",
-    "Certificate": "document",
-    "VerifyResult": "verify",
-    "decode_certificate": "verify",
-    "verify_certificate": "verify",
-    "quick_certify_rows": "quick",
-}
+from .build import build_certificate
+from .crosscheck import poisson_tail, sollya_supnorm
+from .degrees import DegreeResult, degree_lower_bound, minimal_degree, taylor_degree
+from .document import Certificate
+from .enclosure import ApproxBound, Piece, certify_polynomial, recheck_pieces, witness_lower
+from .exact import decimal_down, decimal_up
+from .inputs import CertifyInputs, score_interval
+from .plan import Plan, make_plan
+from .quick import quick_certify_rows
+from .regime import fast_path_costs, rank_exponent, regime
+from .verify import VerifyResult, decode_certificate, verify_certificate
 
-__all__ = [*_EXPORTS, "certificate_to_json"]
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__ = [
+    "ApproxBound",
+    "Piece",
+    "certify_polynomial",
+    "recheck_pieces",
+    "witness_lower",
+    "poisson_tail",
+    "sollya_supnorm",
+    "taylor_degree",
+    "degree_lower_bound",
+    "DegreeResult",
+    "minimal_degree",
+    "regime",
+    "rank_exponent",
+    "fast_path_costs",
+    "score_interval",
+    "decimal_up",
+    "decimal_down",
+    "Plan",
+    "make_plan",
+    "build_certificate",
+    "certificate_to_json",
+    "CertifyInputs",
+    "Certificate",
+    "VerifyResult",
+    "decode_certificate",
+    "verify_certificate",
+    "quick_certify_rows",
+]
 
 
 def certificate_to_json(cert: Any) -> str:

@@ -13,7 +13,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 from fractions import Fraction
 from typing import Iterator
 
-__all__ = ["decimal_up", "decimal_down", "parse_decimal", "float_up", "arb_precision"]
+__all__ = ["decimal_up", "decimal_down", "parse_decimal", "float_up", "magnitude", "arb_precision"]
 
 
 def decimal_up(x: Fraction, digits: int = 17) -> str:
@@ -36,15 +36,16 @@ def _decimal(x: Fraction, digits: int, rounding: str) -> str:
 
 
 def parse_decimal(text: object, name: str) -> Fraction:
-    """The exact value of a finite decimal string (at most 40 characters); ValueError naming ``name`` otherwise."""
+    """The exact value of a finite decimal string (at most 40 characters, exponent in [-3000, 400]: δ limits reach
+    2^-8194, bounds stay below the float range); ValueError naming ``name`` otherwise."""
     if not isinstance(text, str) or len(text) > 40:
         raise ValueError(f"{name} must be a decimal string of at most 40 characters; got {str(text)[:60]!r}")
     try:
         value = Decimal(text)
     except ArithmeticError:
         raise ValueError(f"{name} must be a decimal string; got {text!r}") from None
-    if not value.is_finite() or abs(value.adjusted()) > 400:
-        raise ValueError(f"{name} must be a finite decimal with exponent in [-400, 400]; got {text!r}")
+    if not value.is_finite() or not -3000 <= value.adjusted() <= 400:
+        raise ValueError(f"{name} must be a finite decimal with exponent in [-3000, 400]; got {text!r}")
     return Fraction(value)
 
 
@@ -52,6 +53,14 @@ def float_up(x: Fraction) -> float:
     """The smallest float >= x (``OverflowError`` beyond the float range)."""
     f = float(x)
     return f if Fraction(f) >= x else math.nextafter(f, math.inf)
+
+
+def magnitude(x: int | float) -> str:
+    """A short decimal for a count that may exceed the float range (ranks, bytes, flops): "3.142e+612"."""
+    if isinstance(x, float) or abs(x) < 10**15:
+        return f"{x:.4g}"
+    digits = str(abs(x))
+    return f"{'-' if x < 0 else ''}{digits[0]}.{digits[1:4]}e+{len(digits) - 1}"
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ TARGETS = ("forward", "gradient")
 DTYPE_NAMES = ("float64", "float32")
 #: the named scales; any other scale is an exact positive rational "p/q" (a float given on the command line is exact)
 SCALES = ("1/d", "1/sqrt(d)")
-MAX_B = 1e90  # s·d·B³ stays a finite float for every allowed s and d
+MAX_B = 1e6  # every bound line (the gradient one grows like n·d²·B⁷) stays a finite float
 MAX_N = 10**15
 MAX_D = 4096
 #: the fast path's default feature budget (``verified_ta.features.DEFAULT_MEMORY_LIMIT_BYTES``, restated so that

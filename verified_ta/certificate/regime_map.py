@@ -21,7 +21,14 @@ from .inputs import CertifyInputs, scale_upper
 
 __all__ = ["map_cell", "regime_map", "map_table", "write_heatmap"]
 
-_KINDS = {0: "fast", 1: "missed", 3: "open", 4: "exact"}
+_KINDS = {0: "fast", 1: "missed", 3: "open"}
+
+
+def _kind(exit_code: int, costs: dict[str, Any]) -> str:
+    """fast (certified, fits, pays), memory (features over the limit), exact (exact is cheaper), missed, open."""
+    if exit_code == 4:
+        return "memory" if not costs["fits_memory"] else "exact"
+    return _KINDS.get(exit_code, "open")
 
 
 def map_cell(inputs: CertifyInputs) -> dict[str, Any]:
@@ -34,7 +41,7 @@ def map_cell(inputs: CertifyInputs) -> dict[str, Any]:
         "n": inputs.n,
         "verdict": cert.verdict,
         "exit_code": cert.exit_code,
-        "kind": _KINDS.get(cert.exit_code, "open"),
+        "kind": _kind(cert.exit_code, costs),
         "degree": cert.polynomial.degree if certified else None,
         "degree_lower_bound": cert.plan["degree_lower_bound"],
         "rank": costs["rank"],
@@ -89,8 +96,9 @@ def map_table(result: dict[str, Any]):
 
     s = result["settings"]
     table = Table(title=f"regime map: d = {s['d']}, ε = {s['eps']:g}, {s['target']}, {s['dtype']}, s = {s['scale']} "
-                        "(g = least certified degree; fast = certified and cheaper than exact; exact = the fast path "
-                        "does not pay or fit; missed/open = no certificate)")
+                        "(g = least certified degree, g>= the proved lower bound; fast = certified, fits and cheaper "
+                        "than exact; memory = features over the limit; exact = exact is cheaper; missed/open = no "
+                        "certificate: target missed / inconclusive)")
     table.add_column("B \\ n")
     for n in result["n_grid"]:
         table.add_column(f"{n:.0e}" if n >= 10**5 else str(n), justify="right")
@@ -125,9 +133,10 @@ def write_heatmap(result: dict[str, Any], path: str | Path) -> None:
         for j, n in enumerate(ns):
             c = by_key[(B, n)]
             degree = f"g={c['degree']}" if c["degree"] is not None else f"g≥{c['degree_lower_bound']}"
-            ax.text(j, i, f"{degree}\n{c['kind']}", ha="center", va="center", fontsize=7,
-                    color="white" if c["kind"] != "fast" else "black",
-                    bbox={"facecolor": "none", "edgecolor": "white", "linewidth": 1.5} if c["kind"] == "fast" else None)
+            ax.text(j, i, f"{degree}\n{c['kind']}", ha="center", va="center", fontsize=7, color="white",
+                    fontweight="bold" if c["kind"] == "fast" else "normal",
+                    bbox={"facecolor": "black", "alpha": 0.35, "edgecolor": "white", "linewidth": 1.5}
+                    if c["kind"] == "fast" else None)
     order = np.argsort(bs)
     xs, ys = [], []
     for j, b_star in enumerate(result["threshold_B"]):

@@ -12,7 +12,7 @@ from dataclasses import replace
 from fractions import Fraction
 from typing import Any, Sequence
 
-from .exact import decimal_down, decimal_up, float_up
+from .exact import decimal_down, decimal_up, float_up, magnitude
 from .inputs import CertifyInputs, scale_upper
 from .limits import MAX_DEGREE
 
@@ -190,15 +190,17 @@ def decide(
             proved = f"; proved: forward total <= {forward['value']:.4g}"
     why_not = []
     if not costs["fits_memory"]:
-        why_not.append(f"rank r = {costs['rank']} needs {costs['fast_memory_bytes']:.4g} bytes of features, over the "
-                       f"memory limit {costs['memory_limit_bytes']} (features fit up to degree "
-                       f"{costs['max_degree_fitting']}; raise --memory-limit or use exact attention)")
+        fit = costs["max_degree_fitting"]
+        why_not.append(f"its features need {magnitude(costs['fast_memory_bytes'])} bytes, over the memory limit "
+                       f"{costs['memory_limit_bytes']} ({f'features fit up to degree {fit}' if fit >= 0 else 'not even degree 0 fits'}; "
+                       "raise --memory-limit or use exact attention)")
     if not costs["fast_pays"]:
-        why_not.append(f"exact is cheaper at n = {inputs.n} (cost model; crossover n = {costs['crossover_n']})")
+        why_not.append(f"exact is cheaper at n = {inputs.n} (cost model; crossover n = {magnitude(costs['crossover_n'])})")
     if why_not:
-        at = (f"degree {costs['degree']}" if bounds is not None
-              else f"every polynomial reaching ε has degree >= {lower_degree} (proved), so at degree {costs['degree']}")
-        return "not applicable", 4, f"the fast path does not pay here: {at}, {'; '.join(why_not)}{proved}"
+        at = (f"degree {costs['degree']}, rank r = {magnitude(costs['rank'])}" if bounds is not None
+              else f"every polynomial reaching ε has degree >= {lower_degree} (proved), so rank r >= "
+                   f"{magnitude(costs['rank'])}")
+        return "not applicable", 4, f"the fast path does not pay here: {at}: {'; '.join(why_not)}{proved}"
     if bounds is None:
         if no_budget_reason:
             return "target missed", 1, no_budget_reason
