@@ -4,6 +4,7 @@ untrusted files, real shapes, large B, option combinations."""
 from __future__ import annotations
 
 import json
+import math
 from decimal import Decimal
 from fractions import Fraction
 
@@ -296,7 +297,9 @@ def test_real_shapes_report_degree_rank_bounds_and_memory(tmp_path):
     result = certify("--B", "1", "--n", "4096", "--d", "16", *SLOW_BOX)
     assert result.exit_code == ExitCode.NOT_APPLICABLE, result.output
     text = " ".join(result.output.split())  # rich wraps at 80 columns
-    for needle in ("degree 7", "rank r = 245157", "forward total", "features need 4.833e+10 bytes", "--memory-limit"):
+    rank = math.comb(7 + 16, 16)
+    need = 8 * (2 * 3 * 4096 * rank + 4 * rank * 16)  # U, V, W and their monomial blocks, plus r×d sums (float64)
+    for needle in ("degree 7", f"rank r = {rank}", "forward total", f"features need {need} bytes", "--memory-limit"):
         assert needle in text, needle
     result = certify("--B", "1", "--n", "4096", "--d", "16", "--memory-limit", "64GiB", *SLOW_BOX)
     assert result.exit_code == ExitCode.OK, result.output
@@ -552,6 +555,6 @@ def test_regime_map_table_json_and_heatmap(tmp_path):
     assert len(cells) == 4
     assert cells[(0.5, 100000)]["fast_beats_exact"] and cells[(0.5, 100000)]["degree"] is not None
     assert cells[(6.0, 64)]["kind"] == "exact" and cells[(6.0, 64)]["degree"] is None
-    assert data["threshold_B"][1] == pytest.approx((__import__("math").log(100000)) ** (1 / 3))
+    assert data["threshold_B"][1] == pytest.approx(math.log(100000) ** (1 / 3))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "regime map" in result.output and "g=" in result.output

@@ -56,9 +56,11 @@ def float_up(x: Fraction) -> float:
 
 
 def magnitude(x: int | float) -> str:
-    """A short decimal for a count that may exceed the float range (ranks, bytes, flops): "3.142e+612"."""
-    if isinstance(x, float) or abs(x) < 10**15:
+    """A count that may exceed the float range (ranks, bytes, flops): exact below 10^15, else "3.142e+612"."""
+    if isinstance(x, float):
         return f"{x:.4g}"
+    if abs(x) < 10**15:
+        return str(x)
     digits = str(abs(x))
     return f"{'-' if x < 0 else ''}{digits[0]}.{digits[1:4]}e+{len(digits) - 1}"
 
