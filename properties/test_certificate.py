@@ -308,3 +308,44 @@ def test_fuzz_check_catches_an_uncapped_precision(certificate_json, monkeypatch)
     monkeypatch.setattr(document, "MIN_PRECISION_BITS", 0)
     with pytest.raises(AssertionError):
         _assert_handled(verify_certificate(data))
+
+
+# --- the plan's δ limit and budget (docs/certificate.md §3) -----------------------------------------------------
+
+
+def _check_plan(inputs: CertifyInputs) -> None:
+    """The δ limit is a failing point of the approximation line (so every usable δ lies below it, and the degree
+    lower bound taken there is proved); the budget meets ε with the proxy's floating-point term."""
+    from verified_ta.certificate.plan import make_plan
+    from verified_ta.certificate.verdict import approximation_bound, floating_point_bound
+    from verified_ta.polynomial import build_polynomial as build
+
+    M = score_interval(inputs)[0]
+    plan = make_plan(inputs, M)
+    eps = Fraction(inputs.eps)
+    if plan.delta_limit < 1:
+        assert Fraction(approximation_bound(inputs, plan.delta_limit)) > eps
+    if plan.budget is not None:
+        shifted = build("taylor", plan.proxy_degree, (0, 2 * M)).shifted(M)
+        total = Fraction(approximation_bound(inputs, plan.budget)) + Fraction(
+            floating_point_bound(inputs, shifted, M, plan.budget))
+        assert total <= eps and plan.budget < plan.delta_limit
+
+
+@spec("L9", "L10", "L7")
+@settings(max_examples=10, deadline=None)
+@given(B=st.sampled_from([0.5, 1.0, 1.5]), n=st.sampled_from([16, 4096]), d=st.integers(1, 4),
+       eps=st.sampled_from([1e-3, 1e-6, 0.9]), target=st.sampled_from(["forward", "gradient"]))
+def test_plan_limit_fails_and_budget_fits(B, n, d, eps, target):
+    _check_plan(CertifyInputs(B=B, n=n, d=d, eps=eps, target=target))
+
+
+@spec("L9")
+def test_plan_check_catches_a_limit_on_the_passing_side(monkeypatch):
+    """Planted bug: a δ limit taken on the passing side of the threshold would make the degree lower bound unsound."""
+    import verified_ta.certificate.plan as plan
+    import verified_ta.certificate.verdict as verdict
+
+    monkeypatch.setattr(plan, "delta_limit", lambda inputs: verdict._threshold(verdict._fits(inputs, Fraction(0)))[0])
+    with pytest.raises(AssertionError):
+        _check_plan(CertifyInputs(B=1.0, n=4096, d=4, eps=1e-6))

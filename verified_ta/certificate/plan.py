@@ -10,27 +10,27 @@ from typing import Any
 
 from ..polynomial import build_polynomial
 from .degrees import degree_lower_bound, taylor_degree
-from .exact import decimal_down, parse_decimal
+from .exact import decimal_down, decimal_up, parse_decimal
 from .inputs import CertifyInputs
 from .limits import MAX_DEGREE
 from .regime import fast_path_costs
-from .verdict import delta_budget, floating_point_bound
+from .verdict import delta_budget, delta_limit, floating_point_bound
 
 __all__ = ["LOWER_BOUND_CAP", "Plan", "make_plan"]
 
 #: the lower-bound search stops here (the bound is then ">= LOWER_BOUND_CAP", still proved)
 LOWER_BOUND_CAP = 10**4
-_TINY_DELTA = Fraction(1, 2**8194)  # below every δ :func:`verdict.delta_budget` can return
 
 
 @dataclass(frozen=True)
 class Plan:
-    """``delta_limit``: no polynomial with relative error > δ_limit meets the target (the approximation line alone
-    exceeds ε); ``lower_degree``: proved least possible degree at δ_limit; ``costs`` at that degree (capped at
+    """``delta_limit``: no polynomial with relative error >= δ_limit meets the target (the approximation line alone
+    exceeds ε); ``lower_degree``: proved least possible degree below δ_limit; ``costs`` at that degree (capped at
     MAX_DEGREE + 1); ``budget``: the δ the search aims for (None when the floating-point term alone exceeds ε,
-    explained by ``note``). Bounds are stored as outward-rounded decimals and used as stored."""
+    explained by ``note``). Bounds are stored as outward-rounded decimals (the limit up, the budget down) and used
+    as stored."""
 
-    delta_limit: Fraction | None
+    delta_limit: Fraction
     lower_degree: int
     costs: dict[str, Any]
     proxy_degree: int | None
@@ -44,7 +44,7 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "delta_limit": None if self.delta_limit is None else decimal_down(self.delta_limit),
+            "delta_limit": decimal_up(self.delta_limit),
             "degree_lower_bound": self.lower_degree,
             "lower_bound_costs": self.costs,
             "proxy_taylor_degree": self.proxy_degree,
@@ -53,31 +53,31 @@ class Plan:
         }
 
 
-def _stored(x: Fraction | None, name: str) -> Fraction | None:
+def _stored_down(x: Fraction | None, name: str) -> Fraction | None:
     """``x`` rounded down to its stored decimal (so build and verify use the same number)."""
     return None if x is None else parse_decimal(decimal_down(x), name)
 
 
 def make_plan(inputs: CertifyInputs, M: Fraction) -> Plan:
     """The plan of a certify call (docs/certificate.md §3): δ limit, proved degree lower bound, costs, budget."""
-    limit = _stored(delta_budget(inputs, None, M), "delta_limit")
-    lower = degree_lower_bound(2 * M, limit or _TINY_DELTA, LOWER_BOUND_CAP)
+    limit = parse_decimal(decimal_up(delta_limit(inputs)), "delta_limit")  # rounded up: still a limit
+    lower = 0 if limit >= 1 else degree_lower_bound(2 * M, limit, LOWER_BOUND_CAP)
     costs = fast_path_costs(inputs.n, inputs.d, min(lower, MAX_DEGREE + 1), inputs.itemsize, inputs.target,
                             inputs.memory_limit_bytes)
-    if limit is None or lower > MAX_DEGREE:
+    if lower > MAX_DEGREE:
         return Plan(limit, lower, costs, None, None, "no search: the least possible degree exceeds the degree cap")
     try:
-        proxy = taylor_degree(2 * M, limit, MAX_DEGREE)
+        proxy = taylor_degree(2 * M, min(limit, Fraction(1, 2)), MAX_DEGREE)
     except ValueError:
         proxy = MAX_DEGREE
     shifted = build_polynomial("taylor", proxy, (0, 2 * M)).shifted(M)
-    budget = _stored(delta_budget(inputs, shifted, M), "delta_budget")
+    budget = _stored_down(delta_budget(inputs, shifted, M), "delta_budget")
     note = ""
     if budget is None:
         kind = "proved" if inputs.target == "forward" else "derived"
         advice = "a smaller B or scale, " + ("float64, " if inputs.dtype == "float32" else "") + "or a larger ε"
         try:
-            fp = f"is {floating_point_bound(inputs, shifted, M, limit):.3e} > ε"
+            fp = f"is {floating_point_bound(inputs, shifted, M, min(limit, Fraction(1, 2))):.3e} > ε"
         except ValueError:
             fp = "has no bound (ρ >= 1: the dtype cannot evaluate such a polynomial)"
         note = (f"{inputs.dtype} cannot reach ε: the {inputs.target} floating-point term ({kind} bound, docs/bounds.md) "

@@ -17,7 +17,8 @@ from .inputs import CertifyInputs, scale_upper
 from .limits import MAX_DEGREE
 
 __all__ = [
-    "VERDICT_CODES", "bound_lines", "approximation_bound", "floating_point_bound", "delta_budget", "decide",
+    "VERDICT_CODES", "bound_lines", "approximation_bound", "floating_point_bound", "delta_limit", "delta_budget",
+    "decide",
 ]
 
 #: verdict → exit code (the numbers of ``verified_ta.cli.ExitCode``: OK, FAILED, INCONCLUSIVE, NOT_APPLICABLE)
@@ -122,15 +123,16 @@ def bound_lines(inputs: CertifyInputs, shifted: Sequence[Fraction], M: Fraction,
     return out
 
 
-def _largest_delta(ok, hi: Fraction = Fraction(1, 2)) -> Fraction | None:
-    """The largest δ in (0, hi] (to ~1e-6 relative) with ok(δ), for ok monotone (true below a threshold); None if none."""
+def _threshold(ok, hi: Fraction = Fraction(1, 2)) -> tuple[Fraction | None, Fraction]:
+    """For ok monotone in δ (true below a threshold δ*): (lo, up) with ok(lo) and not ok(up), lo <= δ* <= up within
+    ~1e-6 relative; lo is None when ok fails down to hi·2^-8192; up is 1 when ok(hi) holds (no limit below 1)."""
     if ok(hi):
-        return hi
+        return hi, Fraction(1)
     k = 1
     while not ok(hi / 2**k):  # find the binary order of magnitude
         k *= 2
         if k > 1 << 13:
-            return None
+            return None, hi / 2 ** (k // 2)
     lo_k = k // 2
     while k - lo_k > 1:
         mid = (k + lo_k) // 2
@@ -139,30 +141,34 @@ def _largest_delta(ok, hi: Fraction = Fraction(1, 2)) -> Fraction | None:
     for _ in range(20):
         mid = (lo + up) / 2
         lo, up = (mid, up) if ok(mid) else (lo, mid)
-    return lo
+    return lo, up
 
 
-def delta_budget(inputs: CertifyInputs, shifted: Sequence[Fraction] | None, M: Fraction) -> Fraction | None:
-    """The relative error δ the polynomial may have so that the chosen target's total stays <= ε (docs/certificate.md §3).
-
-    Without ``shifted``: the approximation line alone (an upper limit on δ for *every* polynomial, since the
-    floating-point term is >= 0). With a proxy polynomial's ``shifted`` coefficients: the floating-point term at
-    that limit is set aside first (it grows with δ), so total(δ) <= ε at the returned δ for that proxy.
-    None when no δ > 0 fits.
-    """
+def _fits(inputs: CertifyInputs, allowance: Fraction):
     eps = Fraction(inputs.eps)
+    return lambda delta: Fraction(approximation_bound(inputs, delta)) <= eps - allowance
 
-    def fits(allowance: Fraction):
-        return lambda delta: Fraction(approximation_bound(inputs, delta)) <= eps - allowance
 
-    limit = _largest_delta(fits(Fraction(0)))
-    if shifted is None or limit is None:
-        return limit
+def delta_limit(inputs: CertifyInputs) -> Fraction:
+    """An upper limit on the relative error of *every* polynomial that meets the target (docs/certificate.md §3):
+    the chosen target's approximation line alone exceeds ε at and above it (the floating-point term is >= 0).
+    1 when the line stays below ε up to δ = 1/2."""
+    return _threshold(_fits(inputs, Fraction(0)))[1]
+
+
+def delta_budget(inputs: CertifyInputs, shifted: Sequence[Fraction], M: Fraction) -> Fraction | None:
+    """The relative error δ the search aims for, so that the chosen target's total stays <= ε for a proxy polynomial
+    with these ``shifted`` coefficients (docs/certificate.md §3): the floating-point term at the largest δ the
+    approximation line allows is set aside first (it grows with δ). None when no δ > 0 fits.
+    """
+    largest = _threshold(_fits(inputs, Fraction(0)))[0]
+    if largest is None:
+        return None
     try:
-        fp = Fraction(floating_point_bound(inputs, shifted, M, limit))
+        fp = Fraction(floating_point_bound(inputs, shifted, M, largest))
     except ValueError:
         return None
-    return None if fp >= eps else _largest_delta(fits(fp))
+    return None if fp >= Fraction(inputs.eps) else _threshold(_fits(inputs, fp))[0]
 
 
 def decide(

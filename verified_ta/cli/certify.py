@@ -17,6 +17,8 @@ from typing import Any, Optional
 
 import typer
 
+from . import ExitCode
+
 #: ``verified_ta.certificate.limits.DEFAULT_TIME_LIMIT_S``, restated so that ``--help`` imports nothing heavy (a test
 #: keeps the two equal)
 DEFAULT_TIME_LIMIT_S = 4.0
@@ -170,7 +172,7 @@ def _verify(path: Path, time_limit: Optional[float], json_file: Optional[Path]) 
     if json_file is not None:
         write_json(json_file, {"status": result.status, "problems": result.problems,
                                "pieces_checked": result.pieces_checked, "seconds": result.seconds}, "certify --verify")
-    raise typer.Exit(result.exit_code)
+    raise typer.Exit(ExitCode(result.exit_code))
 
 
 def register(app: typer.Typer) -> None:
@@ -248,7 +250,7 @@ def register(app: typer.Typer) -> None:
             write_json(json_file, cert.to_json(), "certify")
             if str(json_file) != "-":
                 console.print(f"certificate written to {json_file}")
-        raise typer.Exit(cert.exit_code)
+        raise typer.Exit(ExitCode(cert.exit_code))
 
 
 def _run_map(d: int, eps: float, target: str, dtype: str, family: str, scale: str, memory: int, time_limit: float,
@@ -268,4 +270,4 @@ def _run_map(d: int, eps: float, target: str, dtype: str, family: str, scale: st
         console.print(f"heatmap written to {png}")
     if json_file is not None:
         write_json(json_file, result, "certify --map")
-    raise typer.Exit(0)
+    raise typer.Exit(ExitCode.OK)
