@@ -155,7 +155,7 @@ def _recheck(cert: Certificate, raw: dict[str, Any], limit: TimeLimit) -> tuple[
         if approx.status == "tight" and approx.upper > (1 + Fraction(inputs.gap)) * approx.lower:
             problems.append("status 'tight' but upper > (1 + gap)·lower")
         if approx.status == "decided" and not (plan.budget is not None and (
-                approx.upper <= plan.budget or approx.lower > plan.budget)):
+                approx.upper <= plan.budget * (1 + _REL_SLACK) or approx.lower > plan.budget)):
             problems.append("status 'decided' but the enclosure decides nothing about the δ budget")
         if approx.status == "max-pieces" and len(approx.pieces) < MAX_PIECES:
             problems.append(f"status 'max-pieces' with {len(approx.pieces)} < {MAX_PIECES} pieces")

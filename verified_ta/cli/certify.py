@@ -202,8 +202,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Certify the polynomial method: plan, degree, rigorous error, floating-point term, L9/L10 bounds, costs.
 
-        Exit 0 certified, 1 target missed, 2 usage, 3 inconclusive, 4 not applicable (the fast path does not pay
-        or fit). With --verify: 0 valid, 1 rejected, 3 inconclusive. With --map: a grid of cells.
+        Exit 0 certified, 1 target missed, 2 usage, 3 inconclusive, 4 not applicable (does not pay or fit).
+
+        --verify FILE: 0 valid, 1 rejected, 3 inconclusive. --map: one certify call per (B, n) cell.
         """
         if time_limit <= 0:
             raise typer.BadParameter(f"--time-limit must be > 0 seconds; got {time_limit}")
