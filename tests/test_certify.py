@@ -271,7 +271,7 @@ def test_forward_target_compares_the_forward_total_with_eps():
 @pytest.mark.parametrize(
     "args, code, needle",
     [
-        (["--B", "3", "--n", "4096", "--d", "4"], ExitCode.FAILED, "float64 cannot reach ε"),
+        (["--B", "3", "--n", "4096", "--d", "4"], ExitCode.FAILED, "float64 cannot be certified to ε"),
         (["--B", "10", "--n", "100", "--d", "2"], ExitCode.NOT_APPLICABLE, "exact is cheaper at n = 100"),
         (["--B", "0.5", "--n", "1000000", "--d", "64"], ExitCode.NOT_APPLICABLE, "over the memory limit"),
     ],
@@ -360,10 +360,10 @@ def test_every_call_answers_within_its_time_limit(B, n, d, eps, limit):
 
 @spec("L9")
 def test_float32_misses_a_small_target_and_says_why():
-    """float32 at n = 65536 cannot reach ε = 1e-6: exit 1 with the plain reason (alternating sum, amplification e^{2M})."""
+    """float32 at n = 65536 cannot be certified to ε = 1e-6: exit 1 with the plain reason (amplification e^{2M})."""
     result = certify("--B", "1", "--n", "65536", "--d", "2", "--dtype", "float32", *SLOW_BOX)
     assert result.exit_code == ExitCode.FAILED, result.output
-    assert "float32 cannot reach ε" in result.output
+    assert "float32 cannot be certified to ε" in result.output
 
 
 def test_verdict_codes_are_the_cli_exit_codes():

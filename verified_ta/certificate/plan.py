@@ -79,8 +79,8 @@ def make_plan(inputs: CertifyInputs, M: Fraction) -> Plan:
         try:
             fp = f"is {floating_point_bound(inputs, shifted, M, min(limit, Fraction(1, 2))):.3e} > ε"
         except ValueError:
-            fp = "has no bound (ρ >= 1: the dtype cannot evaluate such a polynomial)"
-        note = (f"{inputs.dtype} cannot reach ε: the {inputs.target} floating-point term ({kind} bound, docs/bounds.md) "
+            fp = "has no finite bound (ρ >= 1: the worst-case rounding error reaches the normaliser itself)"
+        note = (f"{inputs.dtype} cannot be certified to ε: the {inputs.target} floating-point term ({kind} bound, docs/bounds.md) "
                 f"of a degree-{proxy} Taylor proxy on [0, 2M] = [0, {float(2 * M):.4g}] alone {fp} "
                 f"(it grows like e^(2M)·n·u); {advice}")
     return Plan(limit, lower, costs, proxy, budget, note)

@@ -94,8 +94,9 @@ def bound_lines(inputs: CertifyInputs, shifted: Sequence[Fraction], M: Fraction,
         out["rho"] = decimal_up(rho)
         out["fp_message"] = (f"{inputs.dtype} rounding of features and dot products adds ρ <= {float(rho):.3e} "
                              "(relative, per entry)")
-    except ValueError as exc:
-        out["fp_message"] = f"{inputs.dtype} cannot reach ε: {exc}"
+    except ValueError:
+        out["fp_message"] = (f"{inputs.dtype} cannot be certified to ε: the worst-case rounding error of the features "
+                             "and dot products reaches the normaliser itself (ρ >= 1; docs/bounds.md, A1)")
 
     def line(name: str, value: float | None, tag: str, spec_id: str, note: str = "") -> None:
         lines.append({"name": name, "value": value, "tag": tag, "spec": spec_id, "note": note})
