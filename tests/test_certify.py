@@ -188,7 +188,7 @@ def test_tamper_tests_fail_when_verify_skips_a_recomputation(cert_file, monkeypa
 
 @spec("L11")
 def test_the_unverified_section_is_excluded_and_says_so(cert_file):
-    """docs/certificate.md §6: the search log (degree table), timings and Sollya/empirical output are not vouched for."""
+    """docs/certificate.md §5: the search log (degree table), timings and Sollya/empirical output are not vouched for."""
     data = json.loads(cert_file.read_text())
     assert "not vouched for" in data["unverified"]["note"]
     data["unverified"]["degree_table"][0]["degree"] = 1
@@ -541,7 +541,7 @@ def test_as_fraction_rejects_non_finite_mpf(value):
 # --- the regime map (issue 12 §5) ---------------------------------------------------------------------------
 
 
-@spec("L11", "P41")
+@spec("L11")
 def test_regime_map_table_json_and_heatmap(tmp_path):
     """A 2×2 grid in two processes: table, strict JSON and a PNG; small B pays at large n, large B is decided by the
     plan (exact is cheaper); the threshold B* = ∛(ln n) is in the JSON and drawn on the heatmap."""

@@ -1,5 +1,5 @@
 """The certificate document: what a certificate vouches for, its JSON form and a strict parser for untrusted JSON
-(docs/certificate.md §5–6).
+(docs/certificate.md §5).
 
 Everything outside ``unverified`` is recomputed by ``--verify``; ``unverified`` (the search log with the degree
 table, timings, Sollya's output and ``--empirical`` instances) is reported, never vouched for. The parser checks

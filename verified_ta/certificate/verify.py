@@ -1,4 +1,4 @@
-"""``verify_certificate``: re-check a certificate from its JSON alone, treating the file as untrusted (docs/certificate.md §6–7).
+"""``verify_certificate``: re-check a certificate from its JSON alone, treating the file as untrusted (docs/certificate.md §5, §7).
 
 Decoding is capped (size, UTF-8, nesting depth, strict JSON), every field is parsed strictly
 (``document.parse_certificate``), and then everything the certificate vouches for is recomputed without any
