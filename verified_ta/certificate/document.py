@@ -187,7 +187,8 @@ def _approx(value: Any) -> ApproxBound:
         pieces.append(Piece(_rational(p[0], f"{path}.lo", MAX_ENDPOINT_DIGITS), _rational(p[1], f"{path}.hi", MAX_ENDPOINT_DIGITS),
                             _int(p[2], f"{path}.order", 0, MAX_ORDER), parse_decimal(p[3], f"{path}.upper")))
     return ApproxBound(parse_decimal(ae["lower"], "approx_error.lower"), parse_decimal(ae["upper"], "approx_error.upper"),
-                       _rational(ae["witness"], "approx_error.witness"), pieces, prec, math.nan, ae["status"], ae["method"])
+                       _rational(ae["witness"], "approx_error.witness", MAX_ENDPOINT_DIGITS), pieces, prec, math.nan,
+                       ae["status"], ae["method"])
 
 
 def parse_certificate(data: Any) -> tuple[Certificate, dict[str, Any]]:

@@ -145,11 +145,12 @@ def _recheck(cert: Certificate, raw: dict[str, Any], limit: TimeLimit) -> tuple[
         top = max((p.upper for p in approx.pieces), default=Fraction(0))
         if not top <= approx.upper <= top * (1 + _REL_SLACK):
             problems.append(f"approx_error.upper {float(approx.upper):.17g} is not the largest piece bound {float(top):.17g}")
-        low = witness_lower(poly.coefficients, approx.witness, approx.precision_bits)
-        if not approx.lower <= low or approx.lower < low * (1 - _REL_SLACK):
-            problems.append(f"approx_error.lower {float(approx.lower):.17g} is not the witness bound {float(low):.17g}")
         if not 0 <= approx.witness <= b:
             problems.append("approx_error.witness lies outside [0, 2M]")
+        else:
+            low = witness_lower(poly.coefficients, approx.witness, approx.precision_bits)
+            if not approx.lower <= low or approx.lower < low * (1 - _REL_SLACK):
+                problems.append(f"approx_error.lower {float(approx.lower):.17g} is not the witness bound {float(low):.17g}")
         if approx.lower > approx.upper:
             problems.append(f"approx_error.lower {float(approx.lower):.17g} exceeds upper {float(approx.upper):.17g}")
         if approx.status == "tight" and approx.upper > (1 + Fraction(inputs.gap)) * approx.lower:
