@@ -231,9 +231,11 @@ def triton_kernels(q, k1, k2, v1, v2, *, scale, causal):
 
 
 def k2_second_tile_misread(q, k1, k2, v1, v2, *, scale, causal):
-    """A blocked kernel whose second K2 tile (rows >= 16) is loaded from the wrong offset (rows shifted by one)."""
-    if k2.shape[-2] > 16:
-        k2 = torch.cat([k2[..., :16, :], k2[..., 16:, :].roll(1, dims=-2)], dim=-2)
+    """A blocked kernel (16-row K2 tiles) that does not advance the K2 pointer: rows >= 16 are read from the first
+    tile again (row r as row r − 16)."""
+    n2 = k2.shape[-2]
+    if n2 > 16:
+        k2 = torch.cat([k2[..., :16, :], k2[..., : n2 - 16, :]], dim=-2)
     return tensor_attention_reference(q, k1, k2, v1, v2, scale=scale, causal=causal, return_lse=True)
 
 

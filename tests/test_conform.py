@@ -1,14 +1,18 @@
 """``verified-ta conform``: correct implementations pass; each planted bug is rejected by the right check.
 
-The implementations live in tests/conform_impls.py. Runs are derandomized (no seed), so every failure set below
-is reproducible; 12 Hypothesis examples per check keep the whole file near a minute on 2 cores.
+The implementations live in tests/conform_impls.py. Runs are seeded (seed 0 unless given), so every failure set
+below is reproducible. The planted-bug matrix runs on small shapes (SMALL: n <= 6, d <= 4, 12 examples per check);
+the bugs that only show at realistic shapes are run at conform's defaults, on the check that must catch them.
+Worker processes (sys.exit, hangs, segfaults, --workers, the example database) are tested at the end.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import math
 import os
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -28,10 +32,11 @@ from verified_ta.testing.checks import (
     Example,
     Implementation,
     ImplementationError,
+    check_by_name,
     load_impl,
     make_config,
 )
-from verified_ta.testing.runner import run_conformance, write_junit
+from verified_ta.testing.runner import fixed_cases, run_conformance, write_junit
 from verified_ta.testing.strategies import PATTERNS, ConformCase, conform_cases, pattern_inputs  # noqa: F401 (ConformCase: eval of "reproduce")
 
 pytest_plugins = ["pytester"]
@@ -39,12 +44,20 @@ pytest_plugins = ["pytester"]
 IMPLS = "tests.conform_impls"
 EXAMPLES = 12
 GRADS = {"grad_q", "grad_k1", "grad_k2", "grad_v1", "grad_v2"}
+#: small shapes for the planted-bug matrix (the defaults reach n = 129, d = 128: a minute per implementation)
+SMALL = {"max_examples": EXAMPLES, "max_n": 6, "head_dims": (1, 2, 3, 4)}
 
 
-def conform(name: str, **kw) -> dict[str, object]:
-    """Run every check on ``conform_impls.<name>``; the map check name -> result."""
-    kw.setdefault("max_examples", EXAMPLES)
-    results = run_conformance(load_impl(f"{IMPLS}:{name}"), ConformConfig(**kw))
+def conform(name: str, checks=CHECKS, **kw) -> dict[str, object]:
+    """Run ``checks`` on ``conform_impls.<name>`` (SMALL unless overridden); the map check name -> result."""
+    kw = {**SMALL, **kw}
+    results = run_conformance(load_impl(f"{IMPLS}:{name}"), ConformConfig(**kw), checks)
+    return {r.check.name: r for r in results}
+
+
+def at_defaults(name: str, *check_names: str, **kw) -> dict[str, object]:
+    """``check_names`` on ``conform_impls.<name>`` with conform's default shapes, bounds and example budget."""
+    results = run_conformance(load_impl(f"{IMPLS}:{name}"), ConformConfig(**kw), [check_by_name(c) for c in check_names])
     return {r.check.name: r for r in results}
 
 
@@ -133,6 +146,79 @@ def test_adversarial_pattern_is_the_counterexample_for_overflow():
     assert r.case.pattern == "all_plus_bound" and r.measurement.error == math.inf, r.describe()
 
 
+# --- bugs that only show at realistic shapes or large logits: caught at conform's defaults (issue 11 §2) -------
+
+
+@spec("P15", "P21")
+@pytest.mark.parametrize(
+    "name, check, where",
+    [
+        ("k2_second_tile_misread", "forward", lambda case: case.n >= 17),  # a second 16-row K2 tile
+        ("scale_rounded_for_large_heads", "forward", lambda case: case.d >= 16),  # the d >= 16 code path
+        ("no_max_subtraction", "large_logits", lambda case: True),  # float64: exp(1000) overflows
+        ("lse_without_max", "large_logits", lambda case: True),  # out stable, LSE overflows
+    ],
+    ids=["k2_tile", "scale_d16", "no_max", "lse_no_max"],
+)
+def test_defaults_find_the_bugs_kernels_have(name, check, where):
+    r = at_defaults(name, check)[check]
+    assert r.status == "FAIL" and where(r.case), r.describe()
+
+
+@spec("P15", "P21")
+def test_defaults_pass_an_independent_correct_implementation():
+    """The control for the test above: the materialised-score einsum implementation passes the same checks."""
+    results = at_defaults("einsum_autograd", "forward", "large_logits")
+    assert all(r.status == "PASS" for r in results.values()), report(results)
+    assert all(r.examples == ConformConfig().max_examples and r.fixed > 0 for r in results.values())
+
+
+def test_default_cases_cross_tile_edges_and_specialised_head_dims():
+    """What the default strategy draws: tile edges up to 2·64 + 1, head dims 16–128, within the cost cap."""
+    from hypothesis import find
+
+    from verified_ta.testing.runner import case_strategy
+    from verified_ta.testing.strategies import MAX_WORK
+
+    strategy = case_strategy(check_by_name("forward"), ConformConfig())
+    for reached in (lambda c: c.n == 129, lambda c: c.d == 128 and c.n >= 33, lambda c: c.d >= 16 and c.n == 65):
+        case = find(strategy, reached)
+        assert case.work <= MAX_WORK, case
+    fixed = fixed_cases(check_by_name("forward"), ConformConfig())
+    assert {c.n for c in fixed} == {17} and {c.d for c in fixed} == {16, 128} and len(fixed) == 5
+
+
+def test_max_examples_is_reported_with_the_fixed_cases_on_top():
+    (r,) = run_conformance(load_impl(f"{IMPLS}:reference"), ConformConfig(**{**SMALL, "max_examples": 7}),
+                           [check_by_name("forward")])
+    assert r.examples == 7 and r.fixed == len(fixed_cases(r.check, ConformConfig(**SMALL)))
+    assert f"7 examples + {r.fixed} fixed adversarial cases" in r.describe()
+
+
+# --- windows and grouped-query heads (issue 11 §3) --------------------------------------------------------------
+
+
+@spec("P15", "P17", "P18", "P21", "P22", "L4")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_windowed_and_grouped_reference_passes(dtype):
+    results = conform("reference", causal=True, window=(2, 3), kv_heads=2, dtype=dtype, max_examples=6)
+    assert all(r.status == "PASS" for r in results.values()), report(results)
+
+
+@spec("P15", "P22")
+@pytest.mark.parametrize(
+    "name, options, must_fail",
+    [
+        ("window_ignored", {"window": (2, 3)}, {"forward", "lse", "matrix_reduction"}),
+        ("window_sides_swapped", {"window": (1, 3)}, {"forward", "lse", "matrix_reduction"}),
+        ("kv_heads_modulo", {"kv_heads": 2}, {"forward", "lse", "matrix_reduction"}),
+    ],
+)
+def test_window_and_head_bugs_are_rejected(name, options, must_fail):
+    results = conform(name, causal=True, max_examples=6, **options)
+    assert must_fail <= failures(results), report(results)
+
+
 @spec("P20")
 @given(case=conform_cases(bound=st.sampled_from((0.5, 1.0, 2.0, 4.0))))  # powers of two (exact B³)
 def test_patterns_respect_the_bound_and_reach_the_l5_score_range(case):
@@ -180,7 +266,11 @@ def test_load_impl_rejects_bad_targets(target, message):
         ({"head_dims": "16,x"}, "head_dims must be comma-separated"),
         ({"head_dims": "0"}, "head_dims must be a non-empty tuple"),
         ({"min_n": 0}, "min_n must be an integer >= 1"),
-        ({"min_n": 4, "max_n": 3}, "max_n must be an integer >= min_n"),
+        ({"min_n": 4, "max_n": 3}, "max_n must be an integer >= 4"),
+        ({"window": "4"}, "window must be W1,W2"),
+        ({"window": "0,4", "causal": True}, "window w1 must be None"),
+        ({"window": "4,4"}, "needs causal=True"),
+        ({"kv_heads": 0}, "kv_heads must be an integer >= 1"),
         ({"max_examples": 0}, "max_examples must be an integer >= 1"),
         ({"max_bound": 0.0}, r"max_bound must lie in \(0, 16\]"),
         ({"seed": -1}, "seed must be an integer >= 0"),
@@ -201,28 +291,30 @@ def test_make_config_rejects_cuda_without_a_device():
 def test_calling_convention_errors_name_the_problem():
     x = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
     bad_return = Implementation(lambda *a, **k: (x, x, x), "three")
-    with pytest.raises(ImplementationError, match="must return out or"):
+    with pytest.raises(ImplementationError, match=r"return out or \(out, lse\)"):
         bad_return(x, x, x, x, x, scale=1.0, causal=False)
     bad_lse = Implementation(lambda *a, **k: (x, x), "lse_shape")
     with pytest.raises(ImplementationError, match="lse of shape"):
         bad_lse(x, x, x, x, x, scale=1.0, causal=False)
     frozen = Implementation(lambda q, *a, **k: q.detach(), "no_grad")
-    r = {res.check.name: res for res in run_conformance(frozen, ConformConfig(max_examples=2))}
-    assert r["grad_q"].status == "FAIL" and "--forward-only" in r["grad_q"].measurement.detail
-    forward_only = {res.check.name: res for res in run_conformance(frozen, ConformConfig(max_examples=2, backward=False))}
+    r = {res.check.name: res for res in run_conformance(frozen, ConformConfig(**{**SMALL, "max_examples": 2}))}
+    assert r["grad_q"].status == "ERROR" and "--forward-only" in r["grad_q"].measurement.detail
+    forward_only = {res.check.name: res for res in run_conformance(
+        frozen, ConformConfig(**{**SMALL, "max_examples": 2}, backward=False))}
     assert forward_only["grad_q"].status == "SKIP" and forward_only["forward"].status == "FAIL"
 
 
-def test_probe_failure_fails_every_check():
+def test_probe_failure_is_one_error_not_one_per_check():
     def broken(*a, **k):
         raise RuntimeError("kernel launch failed")
 
     results = run_conformance(Implementation(broken, "broken"), ConformConfig(max_examples=2))
-    assert all(r.status == "FAIL" and "kernel launch failed" in r.measurement.detail for r in results)
+    assert [(r.check.name, r.status) for r in results] == [("probe", "ERROR")]
+    assert "kernel launch failed" in results[0].measurement.detail
 
 
 def test_junit_xml_lists_every_check_with_failures(tmp_path):
-    results = run_conformance(load_impl(f"{IMPLS}:scale_twice_in_dq"), ConformConfig(max_examples=EXAMPLES))
+    results = run_conformance(load_impl(f"{IMPLS}:scale_twice_in_dq"), ConformConfig(**SMALL))
     path = tmp_path / "conform.xml"
     write_junit(results, path)
     suite = ET.parse(path).getroot().find("testsuite")
@@ -234,15 +326,16 @@ def test_junit_xml_lists_every_check_with_failures(tmp_path):
 
 def test_cli_exit_codes_table_and_outputs(tmp_path):
     runner = CliRunner()
-    ok = runner.invoke(app, ["conform", f"{IMPLS}:reference", "--max-examples", "3", "--causal"])
+    small = ["--max-n", "6", "--head-dims", "1,2,3,4"]
+    ok = runner.invoke(app, ["conform", f"{IMPLS}:reference", "--max-examples", "3", "--causal", *small])
     assert ok.exit_code == 0, ok.output
-    assert "PASS causal_mask" in ok.output and "14 passed, 0 failed, 0 skipped" in ok.output
+    assert "PASS causal_mask" in ok.output and f"{len(CHECKS)} passed, 0 failed, 0 skipped" in ok.output
     junit, js = tmp_path / "c.xml", tmp_path / "c.json"
-    bad = runner.invoke(app, ["conform", f"{IMPLS}:scale_twice_in_dq", "--max-examples", str(EXAMPLES),
+    bad = runner.invoke(app, ["conform", f"{IMPLS}:scale_twice_in_dq", "--max-examples", str(EXAMPLES), *small,
                               "--junit", str(junit), "--json", str(js)])
     assert bad.exit_code == 1, bad.output
     assert "FAIL grad_q [L4, P29]" in bad.output and "shape (batch, heads, n, d)" in bad.output
-    assert junit.exists() and '"passed": false' in js.read_text()
+    assert junit.exists() and json.loads(js.read_text())["passed"] is False
     usage = runner.invoke(app, ["conform", "no_colon"])
     assert usage.exit_code == 2 and "MODULE:CALLABLE" in usage.output
 
@@ -258,10 +351,11 @@ def test_pytest_plugin_adds_the_checks_as_items(pytester):
     pytester.makepyfile(test_user="def test_users_own():\n    assert True\n")
     plain = pytester.runpytest_inprocess(*_plugin_args(), "-p", "no:cacheprovider")
     plain.assert_outcomes(passed=1)  # without --verified-ta-impl the plugin adds nothing
-    good = pytester.runpytest_inprocess(*_plugin_args(), "-p", "no:cacheprovider",
+    small = ("--verified-ta-max-n=6", "--verified-ta-head-dims=1,2,3,4")
+    good = pytester.runpytest_inprocess(*_plugin_args(), "-p", "no:cacheprovider", *small,
                                         f"--verified-ta-impl={IMPLS}:reference", "--verified-ta-max-examples=3")
     good.assert_outcomes(passed=len(CHECKS), skipped=1)  # the user's test + every check but causal_mask
-    bad = pytester.runpytest_inprocess(*_plugin_args(), "-p", "no:cacheprovider", "-k", "grad",
+    bad = pytester.runpytest_inprocess(*_plugin_args(), "-p", "no:cacheprovider", "-k", "grad", *small,
                                        f"--verified-ta-impl={IMPLS}:scale_twice_in_dq",
                                        f"--verified-ta-max-examples={EXAMPLES}")
     bad.assert_outcomes(passed=4, failed=1, deselected=len(CHECKS) - 4)
@@ -302,6 +396,18 @@ def test_package_triton_kernels_pass_under_the_interpreter(tmp_path):
 
 
 @pytest.mark.gpu
+@spec("P15")
+def test_device_cuda_builds_the_float64_reference_on_the_gpu():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    config = make_config(device="cuda", dtype="float32")
+    ex = Example.of(load_impl(f"{IMPLS}:reference"), config, ConformCase(1, 2, 33, 16, 0.25, True, "uniform", 1.0, 0))
+    out, _ = ex.reference
+    assert out.device.type == "cuda" and out.dtype == torch.float64
+    assert check_by_name("forward").measure(ex).passed
+
+
+@pytest.mark.gpu
 @spec("P15", "P17", "P18", "P21", "P22", "L4", "P29")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 def test_package_triton_kernels_pass_on_cuda(dtype):
@@ -309,3 +415,119 @@ def test_package_triton_kernels_pass_on_cuda(dtype):
         pytest.skip("needs a CUDA device")
     results = conform("triton_kernels", device="cuda", dtype=dtype, causal=True, head_dims=(16, 64), max_n=40)
     assert not failures(results), report(results)
+
+
+# --- contained runs: the implementation cannot make conform pass, hang or die (issue 11 §1) --------------------
+
+
+def isolated(name: str, check_names=("forward",), **kw):
+    """``check_names`` on ``conform_impls.<name>`` in worker processes (the command line's way), SMALL shapes."""
+    from verified_ta.testing.worker import run_isolated
+
+    timeout = kw.pop("timeout", 60.0)
+    workers = kw.pop("workers", 1)
+    config = ConformConfig(**{**SMALL, **kw})
+    return run_isolated(f"{IMPLS}:{name}", config, [check_by_name(c) for c in check_names], timeout=timeout,
+                        workers=workers, search_path=Path(__file__).resolve().parents[1])
+
+
+def test_sys_exit_zero_fails_the_run_and_writes_both_reports(tmp_path):
+    """sys.exit(0) inside the implementation used to exit 0 with no output and no report: a false pass in CI."""
+    js, junit = tmp_path / "c.json", tmp_path / "c.xml"
+    result = CliRunner().invoke(app, ["conform", f"{IMPLS}:exits_zero", "--json", str(js), "--junit", str(junit)])
+    assert result.exit_code == 1, result.output
+    assert "ERROR probe" in result.output and "called sys.exit(0)" in result.output
+    assert "0 passed, 0 failed, 0 skipped, 1 error" in result.output
+    payload = json.loads(js.read_text(), parse_constant=_reject_constant)
+    assert payload["passed"] is False and payload["counts"]["ERROR"] == 1 and len(payload["checks"]) == 1
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite.get("errors") == "1" and suite.find("testcase/error") is not None
+
+
+def test_os_exit_in_the_implementation_is_one_error():
+    (r,) = isolated("os_exit_zero")
+    assert r.status == "ERROR" and "exited with code 0" in r.measurement.detail
+
+
+def test_a_hang_is_a_timeout_and_the_next_check_gets_a_fresh_worker():
+    """A call that never returns is stopped after --timeout; the case it hung on is reported; later checks run."""
+    timeout = 3.0
+    hang, oracle = isolated("hangs_for_large_n", ("forward", "forward_mpmath"), max_n=12, timeout=timeout)
+    assert hang.status == "TIMEOUT" and f"--timeout {timeout:g} s" in hang.reason, hang.describe()
+    assert hang.case is not None and hang.case.n > 8  # the case it hung on (correct for n <= 8)
+    assert oracle.status == "PASS", oracle.describe()  # n <= 3: a fresh worker after the kill
+
+
+def test_a_hang_in_the_probe_is_one_timeout():
+    (r,) = isolated("hangs", timeout=2.0)
+    assert r.check.name == "probe" and r.status == "TIMEOUT"
+
+
+def test_a_segfault_is_an_error_naming_the_signal_and_the_run_goes_on():
+    crash, oracle = isolated("segfaults_for_large_n", ("forward", "forward_mpmath"), max_n=12)
+    assert crash.status == "ERROR" and "SIGSEGV" in crash.measurement.detail, crash.describe()
+    assert crash.case is not None and crash.case.n > 8
+    assert oracle.status == "PASS", oracle.describe()
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("returns_numpy", "returned numpy.ndarray"),
+        ("returns_none", "returned None (a missing return statement?)"),
+        ("returns_three", r"returned a tuple \(torch.Tensor, torch.Tensor, torch.Tensor\)"),
+        ("returns_float32", "returned out in torch.float32 for torch.float64 inputs"),
+        ("returns_nan", "returned non-finite out"),
+        ("wrong_shape", r"expected q's shape"),
+        ("exits_zero", r"called sys.exit\(0\)"),
+    ],
+)
+def test_common_mistakes_are_one_error_that_names_them(name, message):
+    results = run_conformance(load_impl(f"{IMPLS}:{name}"), ConformConfig(**SMALL))
+    assert len(results) == 1 and results[0].status == "ERROR", [r.describe() for r in results]
+    assert re.search(message, results[0].measurement.detail), results[0].describe()
+
+
+def test_an_exception_shows_a_short_traceback_of_the_users_code():
+    (r,) = run_conformance(load_impl(f"{IMPLS}:raises_inside"), ConformConfig(**SMALL))
+    text = r.describe()
+    assert r.status == "ERROR" and "RuntimeError: CUDA error: an illegal memory access" in text
+    assert "_user_helper" in text and "conform_impls.py" in text
+    assert "verified_ta/testing" not in text and len(text.splitlines()) < 20, text
+
+
+def test_workers_report_what_one_worker_reports():
+    """--workers 2 deals the checks out to two processes; every result equals the serial run's."""
+    names = ("forward", "lse", "grad_q", "swap_symmetry", "determinism")
+    one = isolated("scale_twice_in_dq", names, max_examples=6)
+    two = isolated("scale_twice_in_dq", names, max_examples=6, workers=2)
+    key = lambda r: (r.check.name, r.status, r.examples, r.shrinks, r.fixed, r.case, r.measurement)  # noqa: E731
+    assert [key(r) for r in one] == [key(r) for r in two]
+    assert {r.check.name for r in one if r.status == "FAIL"} == {"grad_q"}
+
+
+def test_a_failure_saved_in_the_database_replays_first_in_a_fresh_process(tmp_path):
+    """The k2-tile bug needs n >= 17: Hypothesis' one example from seed 7 misses it (a fixed adversarial case finds
+    it afterwards), unless the database replays the saved counterexample first."""
+    db = tmp_path / "db"
+    (found,) = at_defaults("k2_second_tile_misread", "forward", database=str(db))
+    assert found.status == "FAIL" and found.examples > 1 and any(db.rglob("*")), found.describe()
+    code = (
+        "import sys; from verified_ta.testing.checks import ConformConfig, check_by_name, load_impl; "
+        "from verified_ta.testing.runner import run_conformance; "
+        f"cfg = ConformConfig(max_examples=1, seed=7, database=sys.argv[1] or None); "
+        f"(r,) = run_conformance(load_impl('{IMPLS}:k2_second_tile_misread'), cfg, [check_by_name('forward')]); "
+        "print(r.status, r.examples, r.fixed, r.case.n if r.case else None)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    runs = {which: subprocess.run([sys.executable, "-c", code, arg], cwd=root, env=env, capture_output=True,
+                                  text=True, timeout=600)
+            for which, arg in (("with", str(db)), ("without", ""))}
+    assert runs["with"].stdout.split() == ["FAIL", "1", "0", str(found.case.n)], runs["with"].stdout + runs["with"].stderr
+    status, _, fixed, _ = runs["without"].stdout.split()
+    assert status == "FAIL" and int(fixed) > 0, runs["without"].stdout + runs["without"].stderr
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"non-strict JSON constant {name}")

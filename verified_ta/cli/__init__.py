@@ -18,7 +18,6 @@ from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -72,19 +71,23 @@ def human_console(json_path: Optional[Path] = None) -> "Console":
     return Console(stderr=json_path is not None and str(json_path) == "-", soft_wrap=True, highlight=False)
 
 
+#: exceptions that are the command line's own control flow (typer may vendor click, so take them from typer)
+_CONTROL = (typer.Exit, typer.Abort, *(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"))
+
+
 class _Group(TyperGroup):
     """Maps an exception escaping a command (a verified-ta bug) to exit 5 with its traceback on stderr."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+        except _CONTROL:
             raise
         except Exception:
             traceback.print_exc(file=sys.stderr)
-            click.echo("verified-ta: internal error (a bug in verified-ta: please report it with the traceback "
+            typer.echo("verified-ta: internal error (a bug in verified-ta: please report it with the traceback "
                        "above)", err=True)
-            raise click.exceptions.Exit(ExitCode.INTERNAL) from None
+            raise typer.Exit(ExitCode.INTERNAL) from None
 
 
 def _version(value: bool) -> None:
