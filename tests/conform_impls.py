@@ -288,6 +288,12 @@ def segfaults_for_large_n(q, k1, k2, v1, v2, *, scale, causal):
     return reference(q, k1, k2, v1, v2, scale=scale, causal=causal)
 
 
+def prints_to_stdout(q, k1, k2, v1, v2, *, scale, causal):
+    """Correct, but prints on every call (debug output left in)."""
+    print("debug: shapes", tuple(q.shape))
+    return reference(q, k1, k2, v1, v2, scale=scale, causal=causal)
+
+
 def raises_inside(q, k1, k2, v1, v2, *, scale, causal):
     """Raises from a helper of the user's own code."""
     return _user_helper(q)

@@ -22,12 +22,21 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = [
-    "JSON_SCHEMA_VERSION", "CheckRow", "row_line", "summary_lines", "render_rows", "check_output_path",
+    "JSON_SCHEMA_VERSION", "CheckRow", "error_ratio", "row_line", "summary_lines", "render_rows", "check_output_path",
     "strict_json", "write_json",
 ]
 
 #: version of the JSON documents every command writes (bumped when a field changes meaning or disappears)
 JSON_SCHEMA_VERSION = 1
+
+
+def error_ratio(error: float, tolerance: float) -> float:
+    """error / tolerance; inf for a non-finite error or a positive error against a zero tolerance."""
+    if not math.isfinite(error):
+        return math.inf
+    if tolerance <= 0:
+        return 0.0 if error == 0 else math.inf
+    return error / tolerance
 
 
 @dataclass
@@ -56,12 +65,7 @@ class CheckRow:
 
     @property
     def ratio(self) -> float:
-        """error / tolerance; inf for a non-finite error or a positive error against a zero tolerance."""
-        if not math.isfinite(self.error):
-            return math.inf
-        if self.tolerance <= 0:
-            return 0.0 if self.error == 0 else math.inf
-        return self.error / self.tolerance
+        return error_ratio(self.error, self.tolerance)
 
     def to_json(self) -> dict[str, Any]:
         """``spec_ids`` as a list, then the row's fields, then its extra fields (flattened)."""

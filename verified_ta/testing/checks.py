@@ -39,6 +39,7 @@ from ..kernels.accuracy import (
 )
 from ..kernels.baselines import expanded_lse, expanded_sdpa
 from ..masks import check_window
+from ..report import error_ratio
 from ..reference import tensor_attention_backward, tensor_attention_forward, tensor_attention_reference
 from ..validation import check_positive_int
 from .defaults import CONFORM_DEFAULTS, DTYPE_NAMES
@@ -225,6 +226,9 @@ class ConformConfig:
             raise ValueError(f"max_bound must lie in (0, 16]; got {self.max_bound!r}")
         if self.seed is not None:
             check_positive_int("seed", self.seed, 0)
+            if self.database is not None:
+                raise ValueError("seed and database exclude each other: a fixed seed makes Hypothesis ignore the "
+                                 "example database; a database run draws fresh examples and replays saved failures")
         if self.window is not None:
             if not self.causal:
                 raise ValueError(f"window={self.window!r} is a causal sliding window: it needs causal=True (--causal)")
@@ -306,11 +310,7 @@ class Measurement:
     @property
     def ratio(self) -> float:
         """error / tolerance (what Hypothesis maximises); inf for a non-finite error."""
-        if not math.isfinite(self.error):
-            return math.inf
-        if self.tolerance <= 0:
-            return 0.0 if self.error == 0 else math.inf
-        return self.error / self.tolerance
+        return error_ratio(self.error, self.tolerance)
 
 
 def _worst(*ms: Measurement) -> Measurement:

@@ -1,7 +1,8 @@
 """pytest plugin: ``pytest --verified-ta-impl MODULE:CALLABLE`` adds one test item per conformance check.
 
-Without ``--verified-ta-impl`` it does nothing and imports nothing beyond pytest (it loads in every session of
-every project that installs verified-ta). The items run the same checks as ``verified-ta conform``.
+Without ``--verified-ta-impl`` it does nothing and imports nothing beyond pytest and the torch-free defaults (it
+loads in every session of every project that installs verified-ta). The items run the same checks as
+``verified-ta conform``, in pytest's own process (pytest-timeout guards against hangs there).
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ is followed by a few fixed adversarial cases at tile-edge shapes. FAIL is a wron
 implementation raising or breaking the calling convention (with a short traceback of its own frames); TIMEOUT is a
 call that ran past ``--timeout`` (only in a worker process, :mod:`verified_ta.testing.worker`).
 
-Hypothesis runs with a seed derived from ``--seed`` (0 by default), never from the clock or the process, so the
-same configuration draws the same examples in any process or worker; with a ``database`` directory, failing
-examples are saved there and replayed first (Hypothesis' reuse phase) on the next run on any machine.
+Hypothesis runs with the seed ``--seed`` (0 by default), never from the clock or the process, so the same
+configuration draws the same examples in any process or worker. With a ``database`` directory the run is a campaign
+instead (Hypothesis disables the database under a fixed seed): fresh random examples each run, failing ones saved
+there and replayed first (Hypothesis' reuse phase) on the next run on any machine that mounts it.
 """
 
 from __future__ import annotations
@@ -240,7 +241,8 @@ def probe(impl: Implementation, config: ConformConfig) -> ImplInfo | CheckResult
     mistake and showing the user's frames if the call raises, breaks the convention or returns non-finite values."""
     d = min(config.head_dims)
     kv = config.kv_heads
-    case = ConformCase(1, 1 if kv is None else kv, config.min_n, d, 1.0 / d, False, "uniform", 1.0, 0, None, kv)
+    n = next((m for m in range(config.min_n, config.max_n + 1) if m != d), config.min_n)  # n != d shows a transpose
+    case = ConformCase(1, 1 if kv is None else kv, n, d, 1.0 / d, False, "uniform", 1.0, 0, None, kv)
     kw: dict[str, Any] = {"scale": case.scale, "causal": False}
     if config.window is not None:
         kw["window"] = None
@@ -318,7 +320,8 @@ def run_check(
         suppress_health_check=list(HealthCheck), report_multiple_bugs=False, verbosity=Verbosity.quiet,
         print_blob=False, phases=phases if database is not None else phases[:1] + phases[2:],
     )(given(case_strategy(check, config))(body))
-    test = hypothesis_seed(config.seed or 0)(test)
+    if database is None:  # Hypothesis ignores the database under a fixed seed: a campaign draws afresh instead
+        test = hypothesis_seed(config.seed or 0)(test)
     start = time.perf_counter()
     fixed = 0
     with _test_environment(config):

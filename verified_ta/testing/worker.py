@@ -17,6 +17,7 @@ configuration (seeded Hypothesis, fixed cases), so N workers report what one doe
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing as mp
 import os
@@ -52,7 +53,7 @@ def _worker_main(conn: Connection, heartbeat: Any, target: str, search_path: str
         return
     finally:
         heartbeat.value = 0.0
-    impl = type(impl)(impl.fn, impl.name, impl.target, heartbeat)
+    impl = dataclasses.replace(impl, heartbeat=heartbeat)
     info = probe(impl, config)
     conn.send(("probe", info))
     while True:
