@@ -98,11 +98,13 @@ def _version(value: bool) -> None:
 
 app = typer.Typer(
     name="verified-ta",
-    help="Tensor attention you can trust: check, prove, certify, conform, coverage.",
+    help="Tensor attention you can trust: check, prove, certify, conform, coverage.\n\n"
+         "Exit codes: 0 OK, 1 FAILED, 2 USAGE, 3 INCONCLUSIVE, 4 NOT_APPLICABLE, 5 INTERNAL.",
     no_args_is_help=True,
     add_completion=False,
     cls=_Group,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help and errors: fast to start, never boxed or wrapped
 )
 
 

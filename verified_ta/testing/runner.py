@@ -38,6 +38,8 @@ __all__ = [
     "STATUSES",
     "ImplInfo",
     "CheckResult",
+    "user_traceback",
+    "exception_measurement",
     "probe",
     "case_strategy",
     "fixed_cases",
@@ -67,7 +69,7 @@ def user_traceback(exc: BaseException, limit: int = 6) -> str:
     return "".join(lines) + "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
 
 
-def _exception_measurement(exc: BaseException) -> Measurement:
+def exception_measurement(exc: BaseException) -> Measurement:
     """An example on which the implementation raised: infinitely wrong, with the message and a short traceback."""
     if isinstance(exc, ImplementationError):
         return Measurement(math.inf, 0.0, str(exc), raised=str(exc))
@@ -256,7 +258,7 @@ def probe(impl: Implementation, config: ConformConfig) -> ImplInfo | CheckResult
                 f"{impl.name} returned non-finite {' and '.join(bad)} (NaN or Inf) on a benign input "
                 f"(entries in [-1, 1], shape {list(case.shape)}, scale 1/d)")
     except Exception as exc:  # the user's code may raise anything
-        return CheckResult(PROBE, "ERROR", _exception_measurement(exc), case, 1, time.perf_counter() - start)
+        return CheckResult(PROBE, "ERROR", exception_measurement(exc), case, 1, time.perf_counter() - start)
     return ImplInfo(returns_lse=lse is not None)
 
 
@@ -293,7 +295,7 @@ def run_check(
         try:
             m = check.measure(Example.of(impl, config, case))
         except Exception as exc:  # the user's code may raise anything: an ERROR with its traceback
-            m = _exception_measurement(exc)
+            m = exception_measurement(exc)
         state["calls"] += 1
         if state["failure"] is None:
             state["examples"] += 1

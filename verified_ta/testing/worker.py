@@ -43,13 +43,16 @@ _POLL = 0.2
 def _worker_main(conn: Connection, heartbeat: Any, target: str, search_path: str | None, config: ConformConfig) -> None:
     """The worker: load, probe, then run the checks named on ``conn`` until it sends None."""
     os.dup2(2, 1)  # the implementation's prints must not reach the parent's stdout (it may carry JSON)
-    from .runner import probe, run_check
+    from .runner import CheckResult, exception_measurement, probe, run_check
 
     heartbeat.value = time.monotonic()  # importing the user's module is user code too
     try:
         impl = load_impl(target, search_path)
-    except ValueError as exc:
+    except ValueError as exc:  # no such module or attribute: a usage error
         conn.send(("usage", str(exc)))
+        return
+    except Exception as exc:  # the module raised on import: the implementation's error
+        conn.send(("probe", CheckResult(PROBE, "ERROR", exception_measurement(exc))))
         return
     finally:
         heartbeat.value = 0.0
@@ -155,7 +158,10 @@ def run_isolated(
                     pool[i] = _start(ctx, target, path, config)
                 elif w is not None and w.ready and w.check is None and pending:
                     w.check, w.case, w.check_started = pending.popleft(), None, time.monotonic()
-                    w.conn.send(w.check.name)
+                    try:
+                        w.conn.send(w.check.name)
+                    except OSError:
+                        pass  # it died: reported below with the check it was given
             live = [w for w in pool if w is not None]
             wait([w.conn for w in live] + [w.process.sentinel for w in live], timeout=_POLL)
             for i, w in enumerate(pool):
