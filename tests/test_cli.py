@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 from typer.testing import CliRunner
 
 from verified_ta import __version__
 from verified_ta.cli import ExitCode, app
+from verified_ta.cli.check import JSON_SCHEMA as CHECK_SCHEMA
 from verified_ta.coverage import markdown_table, scan
 from verified_ta.report import JSON_SCHEMA_VERSION, CheckRow, check_output_path, strict_json
 from verified_ta.spec import spec
@@ -29,6 +31,7 @@ def test_check_json_to_stdout_is_strict_with_one_line_per_claim_on_stderr():
     result = runner.invoke(app, ["check", "--n", "3", "--d", "2", "--trials", "2", "--json", "-"])
     assert result.exit_code == ExitCode.OK, result.output
     payload = json.loads(result.stdout, parse_constant=_strict)  # stdout is the JSON document alone
+    jsonschema.validate(payload, CHECK_SCHEMA)
     assert (payload["schema_version"], payload["tool"], payload["version"], payload["command"]) == (
         JSON_SCHEMA_VERSION, "verified-ta", __version__, "check")
     assert payload["passed"] is True

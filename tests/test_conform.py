@@ -17,6 +17,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import jsonschema
 import pytest
 import torch
 from hypothesis import given
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from verified_ta.cli import app
+from verified_ta.cli.conform import JSON_SCHEMA as CONFORM_SCHEMA
 from verified_ta.spec import spec
 from verified_ta.testing.checks import (
     CHECKS,
@@ -444,6 +446,7 @@ def test_sys_exit_zero_fails_the_run_and_writes_both_reports(tmp_path):
     assert "ERROR probe" in result.output and "called sys.exit(0)" in result.output
     assert "0 passed, 0 failed, 0 skipped, 1 error" in result.output
     payload = json.loads(js.read_text(), parse_constant=_reject_constant)
+    jsonschema.validate(payload, CONFORM_SCHEMA)
     assert payload["passed"] is False and payload["counts"]["ERROR"] == 1 and len(payload["checks"]) == 1
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite.get("errors") == "1" and suite.find("testcase/error") is not None
@@ -458,6 +461,7 @@ def test_json_to_stdout_stays_clean_when_the_implementation_prints():
         cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     payload = json.loads(done.stdout, parse_constant=_reject_constant)
+    jsonschema.validate(payload, CONFORM_SCHEMA)
     assert payload["command"] == "conform" and payload["passed"] is True
     assert all(isinstance(c["spec_ids"], list) for c in payload["checks"])
     assert "debug: shapes" in done.stderr

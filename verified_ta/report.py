@@ -22,12 +22,34 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = [
-    "JSON_SCHEMA_VERSION", "CheckRow", "error_ratio", "row_line", "summary_lines", "render_rows", "check_output_path",
+    "JSON_SCHEMA_VERSION", "ROW_SCHEMA", "document_schema", "CheckRow", "error_ratio", "row_line", "summary_lines", "render_rows", "check_output_path",
     "strict_json", "write_json",
 ]
 
 #: version of the JSON documents every command writes (bumped when a field changes meaning or disappears)
 JSON_SCHEMA_VERSION = 1
+
+#: JSON Schema of one :class:`CheckRow` as ``to_json`` writes it (extra fields follow, per command)
+ROW_SCHEMA = {
+    "type": "object",
+    "required": ["spec_ids", "name", "error", "tolerance", "passed", "detail"],
+    "properties": {
+        "spec_ids": {"type": "array", "items": {"type": "string"}},
+        "name": {"type": "string"},
+        "error": {"type": ["number", "null"], "description": "null: infinite or NaN"},
+        "tolerance": {"type": ["number", "null"]},
+        "passed": {"type": "boolean"},
+        "detail": {"type": "string"},
+    },
+}
+
+
+def document_schema(command: str, title: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """A command's JSON Schema (draft 2020-12): the shared header of :func:`strict_json` plus its own fields."""
+    header = {"schema_version": {"type": "integer"}, "tool": {"const": "verified-ta"},
+              "version": {"type": "string"}, "command": {"const": command}}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": title, "type": "object",
+            "required": [*header, *required], "properties": {**header, **properties}}
 
 
 def error_ratio(error: float, tolerance: float) -> float:

@@ -7,8 +7,23 @@ from typing import Optional
 
 import typer
 
+from ..report import ROW_SCHEMA, document_schema
 from ..testing.defaults import CHECK_DEFAULTS
 from . import QUIET, VERBOSE, ExitCode, check_outputs, human_console
+
+#: what each exit code means for this command (rendered in the CLI reference of the documentation site)
+EXIT_CODES = {
+    ExitCode.OK: "every row passed: each error within its rigorous tolerance, the quick proofs proved, the quick "
+                 "certificate certified",
+    ExitCode.FAILED: "a row failed (an error over its tolerance, a proof not proved, a certificate not verified)",
+    ExitCode.USAGE: "bad options (n outside 1..8, d outside 1..4, a non-positive count, an unwritable --json path)",
+    ExitCode.INTERNAL: "verified-ta itself crashed",
+}
+#: the JSON document ``--json`` writes (JSON Schema, draft 2020-12)
+JSON_SCHEMA = document_schema("check", "verified-ta check", {
+    "rows": {"type": "array", "items": ROW_SCHEMA, "description": "every row of every instance"},
+    "passed": {"type": "boolean"},
+}, ["rows", "passed"])
 
 
 def register(app: typer.Typer) -> None:

@@ -12,8 +12,38 @@ from typing import Optional
 
 import typer
 
+from ..report import ROW_SCHEMA, document_schema
 from ..testing.defaults import CONFORM_DEFAULTS as D
 from . import QUIET, VERBOSE, ExitCode, check_outputs, human_console
+
+#: what each exit code means for this command (rendered in the CLI reference of the documentation site)
+EXIT_CODES = {
+    ExitCode.OK: "every check passed or was skipped (the reason is printed)",
+    ExitCode.FAILED: "a check failed (FAIL), the implementation raised, broke the calling convention or crashed its "
+                     "worker (ERROR), or a call ran past --timeout (TIMEOUT); the reports are written all the same",
+    ExitCode.USAGE: "bad options, an unwritable --json/--junit path, or MODULE:CALLABLE cannot be imported",
+    ExitCode.INTERNAL: "verified-ta itself crashed",
+}
+_STATUSES = ["PASS", "FAIL", "ERROR", "TIMEOUT", "SKIP"]
+_CHECK_ROW = {**ROW_SCHEMA, "required": [*ROW_SCHEMA["required"], "status", "examples", "fixed_cases", "shrinks",
+                                          "seconds", "counterexample"],
+              "properties": {**ROW_SCHEMA["properties"], "status": {"enum": _STATUSES},
+                             "examples": {"type": "integer", "description": "Hypothesis examples (<= max_examples)"},
+                             "fixed_cases": {"type": "integer"}, "shrinks": {"type": "integer"},
+                             "seconds": {"type": "number"},
+                             "counterexample": {"type": "object", "description": "empty unless not passed"},
+                             "traceback": {"type": "string", "description": "ERROR: the implementation's frames"}}}
+#: the JSON document ``--json`` writes (JSON Schema, draft 2020-12)
+JSON_SCHEMA = document_schema("conform", "verified-ta conform", {
+    "impl": {"type": "string"}, "device": {"type": "string"}, "dtype": {"type": "string"},
+    "causal": {"type": "boolean"},
+    "window": {"type": ["array", "null"], "items": {"type": ["integer", "null"]}},
+    "kv_heads": {"type": ["integer", "null"]}, "max_examples": {"type": "integer"},
+    "seed": {"type": ["integer", "null"], "description": "null: a --database campaign"},
+    "passed": {"type": "boolean"},
+    "counts": {"type": "object", "properties": {s: {"type": "integer"} for s in _STATUSES}, "required": _STATUSES},
+    "checks": {"type": "array", "items": _CHECK_ROW},
+}, ["impl", "device", "dtype", "causal", "window", "kv_heads", "max_examples", "seed", "passed", "counts", "checks"])
 
 
 def register(app: typer.Typer) -> None:
@@ -83,7 +113,8 @@ def register(app: typer.Typer) -> None:
         if json_file:
             write_json(json_file, {
                 "impl": impl, "device": device, "dtype": dtype, "causal": causal, "window": config.window,
-                "kv_heads": kv_heads, "max_examples": max_examples, "seed": config.seed or 0, "passed": not failed,
+                "kv_heads": kv_heads, "max_examples": max_examples,
+                "seed": None if config.database else (config.seed or 0), "passed": not failed,
                 "counts": counts, "checks": [r.row() for r in results],
             }, command="conform")
         if junit:
