@@ -334,9 +334,13 @@ def test_junit_xml_lists_every_check_with_failures(tmp_path):
 def test_cli_exit_codes_table_and_outputs(tmp_path):
     runner = CliRunner()
     small = ["--max-n", "6", "--head-dims", "1,2,3,4"]
-    ok = runner.invoke(app, ["conform", f"{IMPLS}:reference", "--max-examples", "3", "--causal", *small])
+    ok = runner.invoke(app, ["conform", f"{IMPLS}:reference", "--max-examples", "3", "--causal", *small, "-v"],
+                       env={"COLUMNS": "80"})
     assert ok.exit_code == 0, ok.output
     assert "PASS causal_mask" in ok.output and f"{len(CHECKS)} passed, 0 failed, 0 skipped" in ok.output
+    lines = ok.output.strip().splitlines()  # -v: a line per check with its time, then the table; nothing wrapped
+    assert all(line.startswith("PASS ") and line.endswith(" s)") for line in lines[:len(CHECKS)]), ok.output
+    assert len(lines) == 2 * len(CHECKS) + 3 and any(len(line) > 80 for line in lines)
     junit, js = tmp_path / "c.xml", tmp_path / "c.json"
     bad = runner.invoke(app, ["conform", f"{IMPLS}:scale_twice_in_dq", "--max-examples", "6", *small,
                               "--junit", str(junit), "--json", str(js)])
