@@ -1,6 +1,13 @@
-"""Hypothesis profiles for every suite: `ci` (derandomized, no database), `dev`, `thorough`.
+"""Hypothesis profiles for every suite: `ci` (reproducible), `dev`, `thorough`; safe under pytest-xdist (`-n auto`).
 
-Select with HYPOTHESIS_PROFILE (default: `ci` when CI is set, else `dev`).
+Select with HYPOTHESIS_PROFILE (default: `ci` when CI is set, else `dev`). `VERIFIED_TA_HYPOTHESIS_DB=DIR` (and
+`VERIFIED_TA_HYPOTHESIS_DB_SHARED=DIR` for a read-only shared copy, e.g. CI's) gives every profile a shared example
+database (verified_ta.testing.database): every xdist worker and every machine that mounts DIR saves failing examples
+there and replays them first. Without a database `ci` is derandomized: each test's seed is derived from the test
+itself (Hypothesis' function digest), so every xdist worker and every machine draws the same examples. With one it
+is a campaign (Hypothesis disables the database under a fixed seed or derandomize): fresh examples each run, saved
+failures first. No Hypothesis state is shared between processes except through the database, which is built for
+concurrent use.
 """
 
 import os
@@ -8,16 +15,19 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
-settings.register_profile(
-    "ci", derandomize=True, database=None, deadline=None, max_examples=40,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.register_profile("dev", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile(
-    "thorough", deadline=None, max_examples=1000, suppress_health_check=[HealthCheck.too_slow]
-)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+from verified_ta.testing.database import database_from_env
 
+_DB = database_from_env()
+_COMMON = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+_SHARED = {} if _DB is None else {"database": _DB}
+
+settings.register_profile(
+    "ci", max_examples=40, **_COMMON, **({"derandomize": True, "database": None} if _DB is None else _SHARED)
+)
+settings.register_profile("dev", max_examples=60, **_COMMON, **_SHARED)
+settings.register_profile("thorough", max_examples=1000, **_COMMON, **_SHARED)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev")
+settings.load_profile(PROFILE)
 
 
 @pytest.fixture(autouse=True)

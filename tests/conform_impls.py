@@ -8,7 +8,11 @@ a few more; each is built from the package reference so that exactly the planted
 
 from __future__ import annotations
 
+import ctypes
 import math
+import os
+import sys
+import time
 from typing import Callable
 
 import torch
@@ -62,9 +66,9 @@ def _planted(
 # --- correct implementations -------------------------------------------------------------------------------
 
 
-def reference(q, k1, k2, v1, v2, *, scale, causal):
-    """The package's exact reference, returning (out, lse)."""
-    return tensor_attention_reference(q, k1, k2, v1, v2, scale=scale, causal=causal, return_lse=True)
+def reference(q, k1, k2, v1, v2, *, scale, causal, window=None):
+    """The package's exact reference, returning (out, lse) (sliding windows and grouped-query heads included)."""
+    return tensor_attention_reference(q, k1, k2, v1, v2, scale=scale, causal=causal, window=window, return_lse=True)
 
 
 def reference_out_only(q, k1, k2, v1, v2, *, scale, causal):
@@ -221,3 +225,128 @@ def triton_kernels(q, k1, k2, v1, v2, *, scale, causal):
     from verified_ta.interface import tensor_attention
 
     return tensor_attention(q, k1, k2, v1, v2, scale=scale, causal=causal, return_lse=True, backend="triton")
+
+
+# --- bugs that kernels have at realistic shapes (issue 11: caught at conform's defaults) ----------------------
+
+
+def k2_second_tile_misread(q, k1, k2, v1, v2, *, scale, causal):
+    """A blocked kernel (16-row K2 tiles) that does not advance the K2 pointer: rows >= 16 are read from the first
+    tile again (row r as row r − 16)."""
+    n2 = k2.shape[-2]
+    if n2 > 16:
+        k2 = torch.cat([k2[..., :16, :], k2[..., : n2 - 16, :]], dim=-2)
+    return tensor_attention_reference(q, k1, k2, v1, v2, scale=scale, causal=causal, return_lse=True)
+
+
+def scale_rounded_for_large_heads(q, k1, k2, v1, v2, *, scale, causal):
+    """The d >= 16 code path passes the softmax scale as a float32 kernel argument (rounded); d < 16 is exact."""
+    if q.shape[-1] >= 16:
+        scale = float(torch.tensor(scale, dtype=torch.float32))
+    return tensor_attention_reference(q, k1, k2, v1, v2, scale=scale, causal=causal, return_lse=True)
+
+
+def lse_without_max(q, k1, k2, v1, v2, *, scale, causal):
+    """out computed stably, but lse = log Σ exp(scores) without the row max: overflows for large logits."""
+    out = tensor_attention_reference(q, k1, k2, v1, v2, scale=scale, causal=causal)
+    z = torch.einsum("...il,...al,...bl->...iab", q, k1, k2) * scale
+    if causal:
+        z = _mask_future(z)
+    return out, torch.log(torch.exp(z).sum((-2, -1)))
+
+
+# --- implementations that break the program around the math (issue 11 §1: contained, reported, never a pass) ---
+
+
+def exits_zero(q, k1, k2, v1, v2, *, scale, causal):
+    """Calls sys.exit(0) (a "pass" exit code from inside the implementation)."""
+    sys.exit(0)
+
+
+def os_exit_zero(q, k1, k2, v1, v2, *, scale, causal):
+    """Ends the process with os._exit(0): no exception to catch."""
+    os._exit(0)
+
+
+def hangs(q, k1, k2, v1, v2, *, scale, causal):
+    """Never returns."""
+    while True:
+        time.sleep(1)
+
+
+def hangs_for_large_n(q, k1, k2, v1, v2, *, scale, causal):
+    """Correct for n <= 8; never returns beyond (a deadlock in a multi-tile code path)."""
+    while q.shape[-2] > 8:
+        time.sleep(1)
+    return reference(q, k1, k2, v1, v2, scale=scale, causal=causal)
+
+
+def segfaults_for_large_n(q, k1, k2, v1, v2, *, scale, causal):
+    """Correct for n <= 8; reads address 0 beyond (an out-of-bounds load in native code)."""
+    if q.shape[-2] > 8:
+        ctypes.string_at(0)
+    return reference(q, k1, k2, v1, v2, scale=scale, causal=causal)
+
+
+def prints_to_stdout(q, k1, k2, v1, v2, *, scale, causal):
+    """Correct, but prints on every call (debug output left in)."""
+    print("debug: shapes", tuple(q.shape))
+    return reference(q, k1, k2, v1, v2, scale=scale, causal=causal)
+
+
+def raises_inside(q, k1, k2, v1, v2, *, scale, causal):
+    """Raises from a helper of the user's own code."""
+    return _user_helper(q)
+
+
+def _user_helper(q):
+    raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+
+def returns_numpy(q, k1, k2, v1, v2, *, scale, causal):
+    """Returns numpy arrays."""
+    return reference(q, k1, k2, v1, v2, scale=scale, causal=causal)[0].numpy()
+
+
+def returns_none(q, k1, k2, v1, v2, *, scale, causal):
+    """Forgets to return."""
+    reference(q, k1, k2, v1, v2, scale=scale, causal=causal)
+
+
+def returns_three(q, k1, k2, v1, v2, *, scale, causal):
+    """Returns (out, lse, probabilities)."""
+    out, lse = reference(q, k1, k2, v1, v2, scale=scale, causal=causal)
+    return out, lse, lse
+
+
+def returns_float32(q, k1, k2, v1, v2, *, scale, causal):
+    """Computes and returns float32 whatever the inputs' dtype."""
+    out, lse = reference(*(t.float() for t in (q, k1, k2, v1, v2)), scale=scale, causal=causal)
+    return out, lse
+
+
+def returns_nan(q, k1, k2, v1, v2, *, scale, causal):
+    """Returns NaN everywhere (an uninitialised output buffer)."""
+    out, lse = reference(q, k1, k2, v1, v2, scale=scale, causal=causal)
+    return torch.full_like(out, math.nan), lse
+
+
+# --- windows and grouped-query heads (issue 11 §3) -------------------------------------------------------------
+
+
+def window_ignored(q, k1, k2, v1, v2, *, scale, causal, window=None):
+    """Accepts window= but applies the plain causal mask."""
+    return tensor_attention_reference(q, k1, k2, v1, v2, scale=scale, causal=causal, return_lse=True)
+
+
+def window_sides_swapped(q, k1, k2, v1, v2, *, scale, causal, window=None):
+    """Applies w1 to the k2 side and w2 to the k1 side."""
+    window = None if window is None else (window[1], window[0])
+    return tensor_attention_reference(q, k1, k2, v1, v2, scale=scale, causal=causal, window=window, return_lse=True)
+
+
+def kv_heads_modulo(q, k1, k2, v1, v2, *, scale, causal):
+    """Grouped-query heads mapped h -> h mod H_kv instead of h // g (repeat instead of repeat_interleave)."""
+    g = q.shape[-3] // k1.shape[-3]
+    k1, k2, v1, v2 = (x.repeat(1, g, 1, 1) for x in (k1, k2, v1, v2))
+    return tensor_attention_reference(q, k1, k2, v1, v2, scale=scale, causal=causal, return_lse=True)

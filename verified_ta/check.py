@@ -18,13 +18,14 @@ from .fp_bounds import attention_rounding_bounds, objective_gradient_rounding_bo
 from .oracles import arb_attention, mp_attention, mp_attention_vjp, mp_finite_difference_gradient, mp_gradient
 from .reference import tensor_attention_reference
 from .report import CheckRow
+from .testing.defaults import CHECK_DEFAULTS
 from .validation import check_positive_int
 
 __all__ = ["DEFAULTS", "oracle_checks"]
 
 DPS = 50
 FD_DIGITS = 30
-DEFAULTS = {"n": 4, "d": 3, "seed": 0, "trials": 3}
+DEFAULTS = CHECK_DEFAULTS
 
 
 def _worst(name: str, spec_id: str, err: np.ndarray, bound: np.ndarray, detail: str) -> CheckRow:

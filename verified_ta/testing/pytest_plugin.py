@@ -1,7 +1,8 @@
 """pytest plugin: ``pytest --verified-ta-impl MODULE:CALLABLE`` adds one test item per conformance check.
 
-Without ``--verified-ta-impl`` it does nothing and imports nothing beyond pytest (it loads in every session of
-every project that installs verified-ta). The items run the same checks as ``verified-ta conform``.
+Without ``--verified-ta-impl`` it does nothing and imports nothing beyond pytest and the torch-free defaults (it
+loads in every session of every project that installs verified-ta). The items run the same checks as
+``verified-ta conform``, in pytest's own process (pytest-timeout guards against hangs there).
 """
 
 from __future__ import annotations
@@ -10,16 +11,21 @@ from typing import Any
 
 import pytest
 
+from .defaults import CONFORM_DEFAULTS as D
+
 _OPTIONS = (
     # (option, dest, default, type, help)
-    ("--verified-ta-device", "verified_ta_device", "cpu", str, "cpu or cuda[:N]"),
-    ("--verified-ta-dtype", "verified_ta_dtype", "float64", str, "float64, float32, bfloat16 or float16"),
-    ("--verified-ta-max-examples", "verified_ta_max_examples", 25, int, "Hypothesis examples per check"),
-    ("--verified-ta-seed", "verified_ta_seed", None, int, "Hypothesis seed (default: derandomized)"),
-    ("--verified-ta-min-n", "verified_ta_min_n", 1, int, "smallest sequence length"),
-    ("--verified-ta-max-n", "verified_ta_max_n", 6, int, "largest sequence length"),
-    ("--verified-ta-head-dims", "verified_ta_head_dims", "1,2,3,4", str, "comma-separated head dimensions"),
-    ("--verified-ta-max-bound", "verified_ta_max_bound", 2.0, float, "largest entry bound B"),
+    ("--verified-ta-device", "verified_ta_device", D["device"], str, "cpu or cuda[:N]"),
+    ("--verified-ta-dtype", "verified_ta_dtype", D["dtype"], str, "float64, float32, bfloat16 or float16"),
+    ("--verified-ta-max-examples", "verified_ta_max_examples", D["max_examples"], int, "Hypothesis examples per check"),
+    ("--verified-ta-seed", "verified_ta_seed", D["seed"], int, "Hypothesis seed (default 0)"),
+    ("--verified-ta-min-n", "verified_ta_min_n", D["min_n"], int, "smallest sequence length"),
+    ("--verified-ta-max-n", "verified_ta_max_n", D["max_n"], int, "largest sequence length"),
+    ("--verified-ta-head-dims", "verified_ta_head_dims", D["head_dims"], str, "comma-separated head dimensions"),
+    ("--verified-ta-max-bound", "verified_ta_max_bound", D["max_bound"], float, "largest entry bound B"),
+    ("--verified-ta-window", "verified_ta_window", None, str, "causal sliding window W1,W2 (needs --verified-ta-causal)"),
+    ("--verified-ta-kv-heads", "verified_ta_kv_heads", None, int, "grouped-query heads: key/value heads"),
+    ("--verified-ta-database", "verified_ta_database", None, str, "Hypothesis example database directory"),
 )
 
 
@@ -52,7 +58,7 @@ class ConformItem(pytest.Item):
         result = run_check(self.check, self.impl, self.conform_config, self.info)
         if result.status == "SKIP":
             pytest.skip(result.reason)
-        if result.status == "FAIL":
+        if not result.passed:
             raise ConformanceFailure(result.describe())
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:  # type: ignore[override]
@@ -88,7 +94,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if not target:
         return
     from .checks import load_impl, make_config
-    from .runner import probe
+    from .runner import ImplInfo, probe
 
     try:
         conform_config = make_config(
@@ -97,13 +103,15 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             max_examples=config.getoption("verified_ta_max_examples"), seed=config.getoption("verified_ta_seed"),
             min_n=config.getoption("verified_ta_min_n"), max_n=config.getoption("verified_ta_max_n"),
             head_dims=config.getoption("verified_ta_head_dims"), max_bound=config.getoption("verified_ta_max_bound"),
+            window=config.getoption("verified_ta_window"), kv_heads=config.getoption("verified_ta_kv_heads"),
+            database=config.getoption("verified_ta_database"),
         )
         impl = load_impl(target, search_path=config.rootpath)
     except ValueError as exc:
         raise pytest.UsageError(f"--verified-ta-impl: {exc}") from None
     info = probe(impl, conform_config)
-    if isinstance(info, str):
-        raise pytest.UsageError(f"--verified-ta-impl {target}: the probe call failed: {info}")
+    if not isinstance(info, ImplInfo):
+        raise pytest.UsageError(f"--verified-ta-impl {target}: the probe call failed:\n{info.describe()}")
     collector = ConformCollector.from_parent(
         session, name=f"verified-ta-conform[{target}]", nodeid=f"verified-ta-conform[{target}]",
         impl=impl, conform_config=conform_config, info=info,

@@ -24,6 +24,9 @@ __all__ = [
     "dtypes",
     "pattern_inputs",
     "ConformCase",
+    "TILE_EDGES",
+    "MAX_WORK",
+    "sequence_lengths",
     "conform_cases",
 ]
 
@@ -124,7 +127,11 @@ def pattern_inputs(pattern: str, shape: Sequence[int], bound: float, seed: int) 
 
 @dataclass(frozen=True)
 class ConformCase:
-    """One conformance example, small enough to print: shapes ``(batch, heads, n, d)``, scale, pattern, bound, seed."""
+    """One conformance example, small enough to print: shapes ``(batch, heads, n, d)``, scale, pattern, bound, seed.
+
+    ``window`` is the causal sliding window ``(w1, w2)`` of :mod:`verified_ta.masks` (None: plain causal or full);
+    ``kv_heads`` the heads of k1, k2, v1, v2 when they differ from q's (grouped-query heads: ``heads`` is a multiple).
+    """
 
     batch: int
     heads: int
@@ -135,14 +142,23 @@ class ConformCase:
     pattern: str
     bound: float
     seed: int
+    window: tuple[int | None, int | None] | None = None
+    kv_heads: int | None = None
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
         return (self.batch, self.heads, self.n, self.d)
 
+    @property
+    def work(self) -> int:
+        """Scalar multiply-adds of one score tensor, batch·heads·n³·d: what a float64 reference evaluation costs."""
+        return self.batch * self.heads * self.n**3 * self.d
+
     def inputs(self, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> AttentionInputs:
-        """``(q, k1, k2, v1, v2)`` of shape ``(batch, heads, n, d)`` (see :func:`pattern_inputs`)."""
+        """``(q, k1, k2, v1, v2)``: q of shape ``(batch, heads, n, d)``, the others with ``kv_heads`` heads."""
         ts = pattern_inputs(self.pattern, self.shape, self.bound, self.seed)
+        if self.kv_heads is not None:
+            ts = AttentionInputs([ts[0], *(t[:, : self.kv_heads].contiguous() for t in ts[1:])])
         return AttentionInputs(t.to(dtype=dtype, device=device) for t in ts)
 
     def upstream(self, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> torch.Tensor:
@@ -153,6 +169,25 @@ class ConformCase:
     def reproduce(self) -> str:
         """A Python line that rebuilds this example's inputs."""
         return f"verified_ta.testing.strategies.{self!r}.inputs(dtype, device)"
+
+
+#: sequence lengths on both sides of the tile sizes fused kernels use (16, 32, 64 rows; 2·64 + 1 crosses two)
+TILE_EDGES = (15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129)
+#: largest batch·heads·n³·d of a drawn case: n = 129 at d <= 4, n = 65 at d <= 32, n = 33 at d = 128. The float64
+#: reference, its rounding bounds and the L4 backward cost a few seconds there on one CPU core.
+MAX_WORK = 9_000_000
+
+
+def sequence_lengths(min_n: int, max_n: int, *, d: int = 1, max_work: int = MAX_WORK) -> st.SearchStrategy[int]:
+    """n in [min_n, max_n]: small lengths (up to 8) or a tile edge (:data:`TILE_EDGES`) with n³·d <= max_work.
+
+    Small lengths come first, so failures shrink towards them; the edges are where blocked kernels go wrong.
+    """
+    small = st.integers(min_n, max(min_n, min(max_n, 8)))
+    edges = [n for n in TILE_EDGES if min_n <= n <= max_n and n**3 * d <= max_work and n > 8]
+    if max_n > 8 and max_n**3 * d <= max_work and max_n not in edges:
+        edges.append(max_n)
+    return st.one_of(small, st.sampled_from(edges)) if edges else small
 
 
 @st.composite
@@ -166,18 +201,42 @@ def conform_cases(
     causal: st.SearchStrategy[bool] | None = None,
     bound: st.SearchStrategy[float] | None = None,
     patterns: Sequence[str] = PATTERNS,
+    window: tuple[int | None, int | None] | None = None,
+    kv_heads: int | None = None,
+    max_work: int | None = None,
 ) -> ConformCase:
-    """A :class:`ConformCase`; scale is 1/d, 1/√d or a float in [0.05, 1] (practitioners use all three)."""
+    """A :class:`ConformCase`; scale is 1/d, 1/√d or a float in [0.05, 1] (practitioners use all three).
+
+    ``n`` may be a function of d returning a strategy (so long sequences go with small heads). With ``kv_heads``,
+    q has ``kv_heads × g`` heads, g drawn by ``heads`` (default 1 or 2). With ``max_work``, batch and heads are capped so that
+    batch·heads·n³·d stays within it. ``window`` is passed on to causal cases.
+    """
+    for p in patterns:
+        if p not in PATTERNS:
+            raise ValueError(f"patterns must be drawn from {PATTERNS}; got {p!r}")
     d_ = draw(d if d is not None else dims(1, 4))
+    n_strategy = n(d_) if callable(n) else n
+    n_ = draw(n_strategy if n_strategy is not None else dims(1, 5))
     scale = draw(st.one_of(st.just(1.0 / d_), st.just(d_**-0.5), st.floats(0.05, 1.0)))
+    budget = max(1, max_work // (n_**3 * d_)) if max_work is not None else None
+    batch_ = draw(batch if batch is not None else st.integers(1, 2))
+    if kv_heads is None:
+        heads_ = draw(heads if heads is not None else st.integers(1, 2))
+    else:
+        heads_ = kv_heads * draw(heads if heads is not None else st.integers(1, 2))
+    if budget is not None:
+        batch_ = min(batch_, max(1, budget // heads_))
+    causal_ = draw(causal if causal is not None else st.booleans())
     return ConformCase(
-        batch=draw(batch if batch is not None else st.integers(1, 2)),
-        heads=draw(heads if heads is not None else st.integers(1, 2)),
-        n=draw(n if n is not None else dims(1, 5)),
+        batch=batch_,
+        heads=heads_,
+        n=n_,
         d=d_,
         scale=scale,
-        causal=draw(causal if causal is not None else st.booleans()),
+        causal=causal_,
         pattern=draw(st.sampled_from(tuple(patterns))),
         bound=draw(bound if bound is not None else st.sampled_from((1.0, 0.5, 2.0))),
         seed=draw(st.integers(0, 2**31 - 1)),
+        window=window if causal_ else None,
+        kv_heads=kv_heads,
     )
