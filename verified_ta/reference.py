@@ -92,12 +92,14 @@ def tensor_attention_forward(
     causal: bool = False,
     window: Window | None = None,
     chunk_size: int | None = None,
+    check_values: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact forward: ``(out, lse)`` with out ``(..., n_q, d)`` and natural-log LSE ``(..., n_q)``.
 
-    Row max subtracted before exp (stable); computed in the inputs' dtype.
+    Row max subtracted before exp (stable); computed in the inputs' dtype. ``check_values=False`` skips the NaN/Inf
+    scan (callers that already validated, or CUDA callers avoiding a host-device synchronisation).
     """
-    group = check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window)
+    group = check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window, check_values=check_values)
     window = check_window(window, causal)
     scale = resolve_scale(scale, q.shape[-1])
     q_shape = q.shape
@@ -176,13 +178,14 @@ def tensor_attention_backward(
 class ReferenceTensorAttention(torch.autograd.Function):
     """Exact tensor attention whose backward is SPEC L4 written out (not autograd through the forward).
 
-    The backward is itself built from differentiable torch ops, so double backward works.
+    The backward is itself built from differentiable torch ops, so double backward works. Values are not scanned
+    for NaN/Inf here: :func:`tensor_attention_reference` and :func:`verified_ta.tensor_attention` validate first.
     """
 
     @staticmethod
     def forward(ctx, q, k1, k2, v1, v2, scale, causal, window, chunk_size):  # type: ignore[override]
         out, lse = tensor_attention_forward(q, k1, k2, v1, v2, scale=scale, causal=causal, window=window,
-                                            chunk_size=chunk_size)
+                                            chunk_size=chunk_size, check_values=False)
         ctx.save_for_backward(q, k1, k2, v1, v2, out, lse)
         ctx.scale, ctx.causal, ctx.window, ctx.chunk_size = scale, causal, window, chunk_size
         return out, lse
