@@ -13,7 +13,7 @@ from torch import nn
 
 from . import kernels
 from .masks import Window, check_window
-from .reference import resolve_scale, tensor_attention_reference
+from .reference import ReferenceTensorAttention, resolve_scale
 from .validation import check_attention_inputs, check_positive_int
 
 __all__ = ["BACKENDS", "tensor_attention", "TensorAttention"]
@@ -30,10 +30,10 @@ class _TritonTensorAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k1, k2, v1, v2, scale, causal, window):  # type: ignore[override]
-        out, lse = kernels.load().forward(q, k1, k2, v1, v2, scale, causal)
+    def forward(ctx, q, k1, k2, v1, v2, scale, causal, window, deterministic):  # type: ignore[override]
+        out, lse = kernels.load().forward(q, k1, k2, v1, v2, scale, causal, window=window)
         ctx.save_for_backward(q, k1, k2, v1, v2, out, lse)
-        ctx.scale, ctx.causal, ctx.window = scale, causal, window
+        ctx.scale, ctx.causal, ctx.window, ctx.deterministic = scale, causal, window, deterministic
         return out, lse
 
     @staticmethod
@@ -43,29 +43,21 @@ class _TritonTensorAttention(torch.autograd.Function):
             raise RuntimeError("backend='triton' has no double backward (create_graph=True): use backend='reference'")
         if grad_out is None:
             grad_out = torch.zeros_like(out)
-        grads = kernels.load().backward(grad_out, q, k1, k2, v1, v2, out, lse, ctx.scale, ctx.causal, grad_lse)
-        return (*grads, None, None, None)
+        grads = kernels.load().backward(grad_out, q, k1, k2, v1, v2, out, lse, ctx.scale, ctx.causal, grad_lse,
+                                        window=ctx.window, deterministic=ctx.deterministic)
+        return (*grads, None, None, None, None)
 
 
-def _use_triton(q: torch.Tensor, backend: str, window: Window | None, group: int) -> bool:
+def _use_triton(q: torch.Tensor, backend: str) -> bool:
+    """True for the kernels, False for the reference; ValueError if ``backend="triton"`` cannot run (STYLE §1)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
     if backend == "reference":
         return False
-    if window is not None or group > 1:  # the kernels' windowed loops and grouped heads land with the kernel rework
-        if backend == "triton":
-            raise ValueError("backend='triton' does not support window or grouped-query heads yet: use 'reference'")
-        return False
-    if backend == "triton":
-        kernels.check_kernel_dtype(q.dtype)
-        kernels.check_head_dim(q.shape[-1])
-        kernels.check_batch_heads(q.shape[:-2].numel())
-        if not (q.is_cuda or (q.device.type == "cpu" and kernels.interpreter_enabled())):
-            raise ValueError(
-                f"backend='triton' needs CUDA tensors, or CPU tensors with TRITON_INTERPRET=1; got device {q.device}")
-        return True
-    return (q.is_cuda and q.dtype in kernels.KERNEL_DTYPES and q.shape[-1] in kernels.SUPPORTED_HEAD_DIMS
-            and kernels.triton_available())
+    reason = kernels.unsupported_reason(q, interpreter_ok=backend == "triton")
+    if reason is not None and backend == "triton":
+        raise ValueError(f"backend='triton': {reason}")
+    return reason is None
 
 
 def tensor_attention(
@@ -80,28 +72,45 @@ def tensor_attention(
     window: Window | None = None,
     return_lse: bool = False,
     backend: Backend = "auto",
+    deterministic: bool = True,
+    check_inputs: bool | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Exact tensor attention Att[i] = Σ_{a,b} softmax_i(s·⟨q_i, k1_a∘k2_b⟩)·(v1_a∘v2_b) (SPEC §2), differentiable (L4).
 
-    Shapes ``(..., n, d)``; q ``(..., n_q, d)``, k1/v1 ``(..., n1, d)``, k2/v2 ``(..., n2, d)``; q may have a
-    multiple g of the keys' heads in dimension -3 (grouped-query heads: query head h reads key head h // g, no
-    copy of K/V). Causal keeps pairs a ≤ i and b ≤ i (needs n_q = n1 = n2); ``window=(w1, w2)`` with causal
-    keeps i − w1 < a ≤ i and i − w2 < b ≤ i (either side None: unbounded). ``return_lse`` also returns the natural-log LSE ``(..., n_q)``
-    (float32 from the kernels). ``backend``: ``"auto"`` runs the fused Triton kernels for CUDA tensors of
-    dtype float16/bfloat16/float32 with d in {16, 32, 64, 128} and the exact chunked reference otherwise;
-    ``"triton"`` insists on the kernels (ValueError if they cannot run; on a CPU they run under
-    ``TRITON_INTERPRET=1``; batch·heads at most 65535); ``"reference"`` always uses the reference. The kernel
-    path does no data-dependent checks (as SDPA) and supports one backward (no double backward); the reference
-    rejects non-finite inputs and is twice differentiable. The kernels have so far run only under the CPU
-    interpreter, never on a GPU (docs/kernels.md).
+    Args:
+        q: ``(..., H, n_q, d)``; k1, v1: ``(..., H_kv, n1, d)``; k2, v2: ``(..., H_kv, n2, d)``. One dtype, one
+            device. H may be a multiple g of H_kv (grouped-query heads: query head h reads key head h // g; K/V are
+            not copied).
+        scale: s in softmax(s·⟨q_i, k1_a∘k2_b⟩); None means 1/d.
+        causal: keep pairs with a ≤ i and b ≤ i (needs n_q = n1 = n2).
+        window: ``(w1, w2)`` with causal: keep i − w1 < a ≤ i and i − w2 < b ≤ i (the 2-simplicial Transformer's
+            sliding window; a side None is unbounded). None: plain causal.
+        return_lse: also return the natural-log LSE ``(..., H, n_q)`` (float32 from the kernels).
+        backend: ``"auto"`` runs the fused Triton kernels for CUDA tensors of dtype float16/bfloat16/float32 with
+            d in {16, 32, 64, 128} and batch·heads ≤ 65535, and the exact reference otherwise; ``"triton"`` insists
+            on the kernels (on a CPU under ``TRITON_INTERPRET=1``); ``"reference"`` always uses the reference.
+        deterministic: kernel backward without atomics (bitwise reproducible; 11 n³d-sized products per tile, 12 at
+            d = 128); False accumulates dQ atomically (8, 9 at d = 128).
+        check_inputs: reject NaN/Inf entries. None (default) checks on the CPU only: on CUDA the check would cost a
+            host-device synchronisation per call, so the hot path skips it (as SDPA does).
+    Returns:
+        out ``(..., H, n_q, d)``, or ``(out, lse)``.
+    Raises:
+        ValueError: bad shapes, dtype, device, scale, window or backend; non-finite inputs when checked;
+            ``backend="triton"`` outside the kernels' support.
+
+    The kernel path supports one backward (no double backward); the reference is twice differentiable. The kernels
+    are verified under the CPU interpreter and compiled for sm_90 by the offline gate; GPU runs: docs/kernels.md.
     """
-    group = check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window, check_values=False)
+    check_values = (q.device.type == "cpu") if check_inputs is None else bool(check_inputs)
+    check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window, check_values=check_values)
     window = check_window(window, causal)
     s = resolve_scale(scale, q.shape[-1])
-    if _use_triton(q, backend, window, group):
-        out, lse = _TritonTensorAttention.apply(q, k1, k2, v1, v2, s, causal, window)
+    if _use_triton(q, backend):
+        out, lse = _TritonTensorAttention.apply(q, k1, k2, v1, v2, s, causal, window, bool(deterministic))
         return (out, lse) if return_lse else out
-    return tensor_attention_reference(q, k1, k2, v1, v2, scale=s, causal=causal, window=window, return_lse=return_lse)
+    out, lse = ReferenceTensorAttention.apply(q, k1, k2, v1, v2, s, causal, window, None)
+    return (out, lse) if return_lse else out
 
 
 class TensorAttention(nn.Module):

@@ -103,13 +103,16 @@ def tensor_attention_forward(
     window: Window | None = None,
     chunk_size: int | None = None,
     query_positions: torch.Tensor | None = None,
+    check_values: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact forward: ``(out, lse)`` with out ``(..., n_q, d)`` and natural-log LSE ``(..., n_q)``.
 
     Row max subtracted before exp (stable); computed in the inputs' dtype. ``query_positions`` (causal): the
-    sequence positions of q's rows when q is a shard of the queries (default 0 … n_q − 1).
+    sequence positions of q's rows when q is a shard of the queries (default 0 … n_q − 1). ``check_values=False``
+    skips the NaN/Inf scan (callers that already validated, or CUDA callers avoiding a host-device synchronisation).
     """
-    group = check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window, query_positions=query_positions)
+    group = check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window, query_positions=query_positions,
+                                   check_values=check_values)
     window = check_window(window, causal)
     scale = resolve_scale(scale, q.shape[-1])
     q_shape = q.shape
@@ -191,14 +194,15 @@ def tensor_attention_backward(
 class ReferenceTensorAttention(torch.autograd.Function):
     """Exact tensor attention whose backward is SPEC L4 written out (not autograd through the forward).
 
-    The backward is itself built from differentiable torch ops, so double backward works.
+    The backward is itself built from differentiable torch ops, so double backward works. Values are not scanned
+    for NaN/Inf here: :func:`tensor_attention_reference` and :func:`verified_ta.tensor_attention` validate first.
     """
 
     @staticmethod
     def forward(ctx, q, k1, k2, v1, v2, scale, causal, window, chunk_size,  # type: ignore[override]
                 query_positions=None):
         out, lse = tensor_attention_forward(q, k1, k2, v1, v2, scale=scale, causal=causal, window=window,
-                                            chunk_size=chunk_size, query_positions=query_positions)
+                                            chunk_size=chunk_size, query_positions=query_positions, check_values=False)
         ctx.save_for_backward(q, k1, k2, v1, v2, out, lse)
         ctx.scale, ctx.causal, ctx.window, ctx.chunk_size = scale, causal, window, chunk_size
         ctx.query_positions = query_positions

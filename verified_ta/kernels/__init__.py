@@ -22,6 +22,7 @@ __all__ = [
     "check_batch_heads",
     "triton_available",
     "interpreter_enabled",
+    "unsupported_reason",
     "load",
 ]
 
@@ -64,6 +65,25 @@ def triton_available() -> bool:
 def interpreter_enabled() -> bool:
     """True when Triton's CPU interpreter is requested (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def unsupported_reason(q: torch.Tensor, *, interpreter_ok: bool) -> str | None:
+    """Why the kernels cannot take q (triton missing, device, dtype, d, batch·heads), else None.
+
+    The one place that knows what the kernels support: the interface asks it for ``backend="auto"`` (fall back to
+    the reference) and ``backend="triton"`` (raise with this reason). Windows and grouped-query heads are supported.
+    """
+    for check, value in ((check_kernel_dtype, q.dtype), (check_head_dim, q.shape[-1]),
+                         (check_batch_heads, q.shape[:-2].numel())):
+        try:
+            check(value)
+        except ValueError as exc:
+            return str(exc)
+    if not triton_available():
+        return "triton is not installed (pip install 'verified-ta[triton]')"
+    if not (q.is_cuda or (interpreter_ok and q.device.type == "cpu" and interpreter_enabled())):
+        return f"needs CUDA tensors, or CPU tensors with TRITON_INTERPRET=1; got device {q.device}"
+    return None
 
 
 def load() -> ModuleType:

@@ -38,7 +38,8 @@ from ..report import CheckRow
 from .baselines import expanded_lse, expanded_sdpa
 
 if TYPE_CHECKING:
-    from .triton_kernels import KernelConfig
+    from ..masks import Window
+    from .configs import KernelConfig
 
 __all__ = [
     "QUANTITIES",
@@ -76,12 +77,15 @@ class AttentionResult:
 
 def make_inputs(
     shape_q: Sequence[int], n1: int, n2: int, *, dtype: torch.dtype, input_scale: float = 1.0,
-    seed: int = 0, device: str | torch.device = "cpu",
+    seed: int = 0, device: str | torch.device = "cpu", kv_heads: int | None = None,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Random ``(q, k1, k2, v1, v2)`` and dO: standard normal × input_scale, rounded to ``dtype`` (values exact in it)."""
+    """Random ``(q, k1, k2, v1, v2)`` and dO: standard normal × input_scale, rounded to ``dtype`` (values exact in it).
+
+    ``kv_heads`` gives k1, k2, v1, v2 fewer heads than q (dimension -3; grouped-query heads)."""
     g = torch.Generator(device="cpu").manual_seed(seed)
     *batch, n_q, d = shape_q
-    shapes = [(*batch, n, d) for n in (n_q, n1, n2, n1, n2)]
+    kv_batch = batch if kv_heads is None else [*batch[:-1], kv_heads]
+    shapes = [(*b, n, d) for b, n in ((batch, n_q), (kv_batch, n1), (kv_batch, n2), (kv_batch, n1), (kv_batch, n2))]
     xs = [(torch.randn(s, generator=g, dtype=torch.float64) * input_scale).to(dtype) for s in shapes]
     dout = torch.randn((*batch, n_q, d), generator=g, dtype=torch.float64).to(dtype)
     return [x.to(device) for x in xs], dout.to(device)
@@ -97,46 +101,54 @@ def autograd_result(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]], inputs
 
 
 def reference_result(inputs: Sequence[torch.Tensor], grad_out: torch.Tensor, *, scale: float | None, causal: bool,
-                     dtype: torch.dtype, chunk_size: int | None = None) -> AttentionResult:
+                     dtype: torch.dtype, window: Window | None = None, chunk_size: int | None = None) -> AttentionResult:
     """The chunked torch reference (SPEC §2, L4) evaluated in ``dtype``."""
     return autograd_result(
-        lambda *x: tensor_attention_reference(*x, scale=scale, causal=causal, return_lse=True, chunk_size=chunk_size),
+        lambda *x: tensor_attention_reference(*x, scale=scale, causal=causal, window=window, return_lse=True,
+                                              chunk_size=chunk_size),
         [x.to(dtype) for x in inputs], grad_out.to(dtype),
     )
 
 
 def expanded_result(inputs: Sequence[torch.Tensor], grad_out: torch.Tensor, *, scale: float | None, causal: bool,
-                    dtype: torch.dtype) -> AttentionResult:
+                    dtype: torch.dtype, window: Window | None = None) -> AttentionResult:
     """SDPA over the Kronecker-expanded keys (and logsumexp of the expanded scores) evaluated in ``dtype``."""
     return autograd_result(
-        lambda *x: (expanded_sdpa(*x, scale=scale, causal=causal),
-                    expanded_lse(x[0], x[1], x[2], scale=scale, causal=causal)),
+        lambda *x: (expanded_sdpa(*x, scale=scale, causal=causal, window=window),
+                    expanded_lse(x[0], x[1], x[2], scale=scale, causal=causal, window=window)),
         [x.to(dtype) for x in inputs], grad_out.to(dtype),
     )
 
 
 def same_dtype_results(inputs: Sequence[torch.Tensor], grad_out: torch.Tensor, *, scale: float | None, causal: bool,
-                       dtype: torch.dtype, chunk_size: int | None = None) -> list[AttentionResult]:
+                       dtype: torch.dtype, window: Window | None = None,
+                       chunk_size: int | None = None) -> list[AttentionResult]:
     """The two same-dtype torch evaluations the rule measures the kernel against."""
-    return [reference_result(inputs, grad_out, scale=scale, causal=causal, dtype=dtype, chunk_size=chunk_size),
-            expanded_result(inputs, grad_out, scale=scale, causal=causal, dtype=dtype)]
+    return [reference_result(inputs, grad_out, scale=scale, causal=causal, dtype=dtype, window=window,
+                             chunk_size=chunk_size),
+            expanded_result(inputs, grad_out, scale=scale, causal=causal, dtype=dtype, window=window)]
 
 
 def kernel_result(inputs: Sequence[torch.Tensor], grad_out: torch.Tensor, *, scale: float | None, causal: bool,
-                  config: KernelConfig | None = None, trap: str | None = None) -> AttentionResult:
-    """The Triton launchers called directly (tile ``config`` and planted ``trap`` for tests)."""
+                  window: Window | None = None, config: KernelConfig | None = None, splits: int | None = None,
+                  deterministic: bool = True, trap: str | None = None) -> AttentionResult:
+    """The Triton launchers called directly (tile ``config``, k1 ``splits``, atomic dQ and planted ``trap`` for tests)."""
     from . import load
 
     tk = load()
     s = resolve_scale(scale, inputs[0].shape[-1])
-    out, lse = tk.forward(*inputs, s, causal, config=config, trap=trap)
-    grads = tk.backward(grad_out, *inputs, out, lse, s, causal, config=config, trap=trap)
+    out, lse = tk.forward(*inputs, s, causal, window=window, config=config, splits=splits, trap=trap)
+    grads = tk.backward(grad_out, *inputs, out, lse, s, causal, window=window, deterministic=deterministic,
+                        config=config, trap=trap)
     return AttentionResult(out, lse, tuple(grads))
 
 
 def oracle_result(inputs: Sequence[torch.Tensor], grad_out: torch.Tensor, *, scale: float | None, causal: bool,
-                  dps: int = 30) -> AttentionResult:
-    """The mpmath oracle at ``dps`` digits (forward and ⟨dO, Att⟩'s gradient), rounded to float64; tiny sizes only."""
+                  window: Window | None = None, dps: int = 30) -> AttentionResult:
+    """The mpmath oracle at ``dps`` digits (forward and ⟨dO, Att⟩'s gradient), rounded to float64; tiny sizes only.
+
+    Grouped-query heads: each query head's vjp is taken against its key head and the key gradients summed per group.
+    """
     from ..oracles import mp_attention, mp_attention_vjp
 
     def f64(a) -> torch.Tensor:
@@ -144,12 +156,17 @@ def oracle_result(inputs: Sequence[torch.Tensor], grad_out: torch.Tensor, *, sca
 
     cpu = [x.detach().to("cpu", torch.float64) for x in inputs]
     dout = grad_out.detach().to("cpu", torch.float64)
-    out, lse = mp_attention(*cpu, scale=scale, causal=causal, dps=dps)
+    out, lse = mp_attention(*cpu, scale=scale, causal=causal, window=window, dps=dps)
     batch = cpu[0].shape[:-2]
-    grads = [torch.empty_like(x) for x in cpu]
+    group = cpu[0].shape[-3] // cpu[1].shape[-3] if cpu[0].dim() >= 3 else 1
+    grads = [torch.zeros_like(x) for x in cpu]
     for idx in np.ndindex(tuple(batch)):
-        for g, gh in zip(grads, mp_attention_vjp(*(x[idx] for x in cpu), dout[idx], scale=scale, causal=causal, dps=dps)):
-            g[idx] = f64(gh)
+        kdx = (*idx[:-1], idx[-1] // group) if group > 1 else idx
+        vjp = mp_attention_vjp(cpu[0][idx], *(x[kdx] for x in cpu[1:]), dout[idx], scale=scale, causal=causal,
+                               window=window, dps=dps)
+        grads[0][idx] = f64(vjp[0])
+        for g, gh in zip(grads[1:], vjp[1:]):
+            g[kdx] += f64(gh)
     return AttentionResult(f64(out), f64(lse), tuple(grads))
 
 
@@ -160,7 +177,7 @@ def rounding_floor(exact: torch.Tensor, dtype: torch.dtype) -> float:
 
 
 def rounding_floors(inputs: Sequence[torch.Tensor], grad_out: torch.Tensor, exact: AttentionResult, *,
-                    scale: float | None, causal: bool, dtype: torch.dtype,
+                    scale: float | None, causal: bool, dtype: torch.dtype, window: Window | None = None,
                     chunk_size: int | None = None) -> dict[str, float]:
     """Per quantity: FlashAttention's floor, plus the score bound (LSE) and the dP − δ cancellation bound (dQ, dK).
 
@@ -175,14 +192,18 @@ def rounding_floors(inputs: Sequence[torch.Tensor], grad_out: torch.Tensor, exac
     s = resolve_scale(scale, d)
     u_scores = gamma(1, dtype) + gamma(d + 2, torch.float32)
     u_cancel = gamma(2, dtype) + gamma(d + 2, torch.float32)
+    group = q.shape[-3] // k1.shape[-3] if q.dim() >= 3 else 1  # grouped-query heads: key maxima per query head
     col_max = [x.abs().amax(dim=-2, keepdim=True) for x in (q, k1, k2, v1, v2)]
+    col_max = col_max[:1] + [m.repeat_interleave(group, dim=-3) if group > 1 else m for m in col_max[1:]]
     score_bound = abs(s) * float((col_max[0] * col_max[1] * col_max[2]).sum(-1).max())
     out, lse = exact.out.to(q.device, torch.float64), exact.lse.to(q.device, torch.float64)
     do = grad_out.detach().to(torch.float64).abs()
     c = u_cancel * (do * (col_max[3] * col_max[4] + out.abs())).sum(-1, keepdim=True)
-    kk, _ = tensor_attention_forward(q, k1, k2, k1.abs(), k2.abs(), scale=s, causal=causal, chunk_size=chunk_size)
+    kk, _ = tensor_attention_forward(q, k1, k2, k1.abs(), k2.abs(), scale=s, causal=causal, window=window,
+                                     chunk_size=chunk_size)
     _, _, _, dk1_mag, dk2_mag = tensor_attention_backward(
-        c * q.abs(), q, k1, k2, k1.abs(), k2.abs(), out, lse, scale=s, causal=causal, chunk_size=chunk_size)
+        c * q.abs(), q, k1, k2, k1.abs(), k2.abs(), out, lse, scale=s, causal=causal, window=window,
+        chunk_size=chunk_size)
     extra = {"lse": u_scores * score_bound, "dq": abs(s) * float((c * kk).max()),
              "dk1": abs(s) * float(dk1_mag.max()), "dk2": abs(s) * float(dk2_mag.max())}
     return {name: rounding_floor(exact.get(name), dtype) + extra.get(name, 0.0) for name in QUANTITIES}
@@ -219,45 +240,48 @@ def flash_rule_rows(candidate: AttentionResult, same_dtype: Sequence[AttentionRe
 
 
 def check_case(*, shape_q: Sequence[int], n1: int, n2: int, dtype: torch.dtype, causal: bool,
-               scale: float | None = None, input_scale: float = 1.0, seed: int = 0, exact: str = "float64",
-               config: KernelConfig | None = None, trap: str | None = None, via: str = "launchers", label: str = "") -> list[CheckRow]:
+               scale: float | None = None, window: Window | None = None, kv_heads: int | None = None,
+               input_scale: float = 1.0, seed: int = 0, exact: str = "float64", config: KernelConfig | None = None,
+               splits: int | None = None, deterministic: bool = True, trap: str | None = None,
+               via: str = "launchers", label: str = "") -> list[CheckRow]:
     """Kernel vs exact under the FlashAttention rule for one random case (CPU tensors; the interpreter path).
 
     ``via="interface"`` runs :func:`verified_ta.tensor_attention` with ``backend="triton"`` and autograd instead
-    of the launchers (then ``config`` and ``trap`` must be None).
+    of the launchers (then ``config``, ``splits`` and ``trap`` must be None).
     """
-    inputs, dout = make_inputs(shape_q, n1, n2, dtype=dtype, input_scale=input_scale, seed=seed)
+    window = tuple(window) if window is not None else None
+    inputs, dout = make_inputs(shape_q, n1, n2, dtype=dtype, input_scale=input_scale, seed=seed, kv_heads=kv_heads)
     if exact == "mpmath":
-        ex = oracle_result(inputs, dout, scale=scale, causal=causal)
+        ex = oracle_result(inputs, dout, scale=scale, causal=causal, window=window)
     elif exact == "float64":
-        ex = reference_result(inputs, dout, scale=scale, causal=causal, dtype=torch.float64)
+        ex = reference_result(inputs, dout, scale=scale, causal=causal, window=window, dtype=torch.float64)
     else:
         raise ValueError(f"exact must be 'float64' or 'mpmath'; got {exact!r}")
-    same = same_dtype_results(inputs, dout, scale=scale, causal=causal, dtype=dtype)
-    if via == "interface" and config is None and trap is None:
+    same = same_dtype_results(inputs, dout, scale=scale, causal=causal, window=window, dtype=dtype)
+    if via == "interface" and config is None and trap is None and splits is None:
         from ..interface import tensor_attention
 
-        cand = autograd_result(lambda *x: tensor_attention(*x, scale=scale, causal=causal, return_lse=True,
-                                                           backend="triton"), inputs, dout)
+        cand = autograd_result(lambda *x: tensor_attention(*x, scale=scale, causal=causal, window=window,
+                                                           return_lse=True, backend="triton"), inputs, dout)
     elif via == "launchers":
-        cand = kernel_result(inputs, dout, scale=scale, causal=causal, config=config, trap=trap)
+        cand = kernel_result(inputs, dout, scale=scale, causal=causal, window=window, config=config, splits=splits,
+                             deterministic=deterministic, trap=trap)
     else:
-        raise ValueError(f"via must be 'launchers' or 'interface' (without config/trap); got {via!r}")
-    floors = rounding_floors(inputs, dout, ex, scale=scale, causal=causal, dtype=dtype)
+        raise ValueError(f"via must be 'launchers' or 'interface' (without config/splits/trap); got {via!r}")
+    floors = rounding_floors(inputs, dout, ex, scale=scale, causal=causal, window=window, dtype=dtype)
     return flash_rule_rows(cand, same, ex, floors, dtype, label)
 
 
 def main() -> None:
     """Read ``[{"label", "shape_q", "n1", "n2", "dtype", "causal", ..., "config": [bm, bn]}]`` from stdin; print rows."""
-    from . import load
+    from .configs import KernelConfig
 
-    tk = load()
     results = {}
     for case in json.load(sys.stdin):
         case = dict(case)
         case["dtype"] = getattr(torch, case["dtype"])
         if case.get("config") is not None:
-            case["config"] = tk.KernelConfig(*case["config"])
+            case["config"] = KernelConfig(*case["config"])
         results[case["label"]] = [asdict(r) for r in check_case(**case)]
     json.dump(results, sys.stdout)
 
