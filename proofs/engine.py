@@ -25,6 +25,8 @@ import numpy as np
 import z3
 
 __all__ = [
+    "Cut",
+    "Canonical",
     "Dual",
     "lift",
     "parts",
@@ -103,11 +105,16 @@ def parts(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class Ops:
-    """The non-polynomial operations a builder may use: exp (uninterpreted in z3) and fresh unknowns.
+    """The non-polynomial operations a builder (or the shipped code, through :class:`proofs.symarray.SymArray`) may
+    use: exp (uninterpreted in z3), division, maxima and fresh unknowns.
 
-    In z3 mode ``exp`` applies the uninterpreted ``E`` and records the application, ``unknown``
-    makes fresh Real symbols (for quantities defined implicitly by hypotheses, e.g. f·α = u).
-    In replay mode both read the model.
+    Symbolic mode (``model is None``): ``exp`` applies the uninterpreted ``E`` and records the application;
+    ``divide`` returns a fresh unknown w with the hypothesis w·den = num (every real execution with den ≠ 0
+    satisfies it, so a proof under it covers the code); ``maximum`` returns a fresh unknown M, a *shift*: every
+    later E(t) with M in t gets the ground instance E(t)·E(M) = E(t + M) of E(a+b) = E(a)E(b) (L6). Its
+    hypotheses M ≥ each value and M equal to one of them are added only when ``faithful`` (negative controls, so
+    a model is a real execution); a proof holds for every shift M. ``unknown`` makes fresh Real symbols.
+    Replay mode (a model): exp reads the model's E, ``divide`` and ``maximum`` compute, unknowns read the model.
     """
 
     model: z3.ModelRef | None = None
@@ -115,7 +122,52 @@ class Ops:
     exp_apps: list[z3.ArithRef] = field(default_factory=list)
     unknowns: dict[str, np.ndarray] = field(default_factory=dict)
     exp_table: dict[Fraction, Fraction] = field(default_factory=dict)
+    facts: list[z3.BoolRef] = field(default_factory=list)
+    faithful: bool = False
+    as_float: bool = False
+    cuts: list["Cut"] = field(default_factory=list)
     _pure: dict[int, z3.ArithRef] = field(default_factory=dict)
+    _shifts: dict[int, z3.ArithRef] = field(default_factory=dict)
+    _counter: dict[str, int] = field(default_factory=dict)
+    canonical: "Canonical" = field(default_factory=lambda: Canonical())
+    _softmax: list[tuple[np.ndarray, Any]] = field(default_factory=list)
+    _softmax_keys: dict[tuple[int, ...], int] = field(default_factory=dict)
+    softmax_trace: list[int] = field(default_factory=list)
+
+    def sub(self) -> "Ops":
+        """Ops for a cut: the same E, purification and names; its own facts and shifts."""
+        return Ops(model=self.model, exp_fn=self.exp_fn, exp_apps=self.exp_apps, unknowns=self.unknowns,
+                   exp_table=self.exp_table, faithful=self.faithful, as_float=self.as_float, canonical=self.canonical,
+                   _pure=self._pure, _counter=self._counter)
+
+    def cut(self, name: str, claims: Sequence[z3.BoolRef]) -> None:
+        """Prove ``claims`` from the facts recorded so far in their own queries (a :class:`Cut`), then keep only the
+        claims as facts. Controls (``faithful``) and replays take no cut: their model must stay an execution."""
+        if self.symbolic and not self.faithful:
+            self.cuts.append(Cut(name, list(self.facts), list(claims)))
+            self.facts = list(claims)
+
+    def softmax(self, rows: np.ndarray) -> np.ndarray:
+        """The SPEC softmax of each row z (n × m): unknowns f, α with E(z_k) = α f_k, Σ_k f_k = 1, α > 0 (division
+        free; α = ΣE(z) is the one solution). Rows equal as polynomials share their unknowns (E's congruence)."""
+        out = np.empty(rows.shape, dtype=object)
+        for j, row in enumerate(rows):
+            if self.symbolic:
+                key = tuple(self.canonical(t).get_id() for t in row)
+                index = self._softmax_keys.setdefault(key, len(self._softmax_keys))
+                self.softmax_trace.append(index)
+            else:  # a replay takes the symbolic run's decisions (``softmax_trace`` copied from it)
+                index = self.softmax_trace[self._counter.setdefault("softmax_row", 0)]
+                self._counter["softmax_row"] += 1
+            if index == len(self._softmax):
+                f = np.array([self._scalar_unknown("sm") for _ in row], dtype=object)
+                alpha = self._scalar_unknown("sm_alpha")
+                if self.symbolic:
+                    u = [self.exp(t) for t in row]
+                    self.facts += [uk == alpha * fk for uk, fk in zip(u, f)] + [z3.Sum(list(f)) == 1, alpha > 0]
+                self._softmax.append((f, alpha))
+            out[j] = self._softmax[index][0]
+        return out
 
     def purified(self, app: z3.ArithRef) -> z3.ArithRef:
         """The fresh Real standing for the ground application ``app`` = E(t) (one per distinct term)."""
@@ -128,25 +180,89 @@ class Ops:
     def symbolic(self) -> bool:
         return self.model is None
 
+    def _fresh_name(self, prefix: str) -> str:
+        k = self._counter.get(prefix, 0)
+        self._counter[prefix] = k + 1
+        return f"{prefix}!{k}"
+
+    def _apply_e(self, t: Any) -> z3.ArithRef:
+        app = self.exp_fn(t)
+        self.exp_apps.append(app)
+        return app
+
     def exp(self, t: Any) -> Any:
         """E(t): uninterpreted in z3 (with E(t) > 0 asserted by the engine); the model's value in a replay."""
         if self.symbolic:
-            app = self.exp_fn(t)
-            self.exp_apps.append(app)
+            t = self.canonical(t)
+            app = self._apply_e(t)
+            if isinstance(t, z3.ExprRef) and self._shifts:
+                for m in _constants(t):
+                    if m.get_id() in self._shifts:  # L6: E(t)·E(M) = E(t + M), a ground instance
+                        self.facts.append(app * self._apply_e(m) == self._apply_e(self.canonical(t + m)))
             return app
+        if self.as_float:  # the argument carries rounding: take the nearest recorded argument
+            key = min(self.exp_table, key=lambda a: abs(float(a) - float(t)))
+            return float(self.exp_table[key])
         if t not in self.exp_table:
             raise KeyError(f"model has no E value at {t}")
         return self.exp_table[t]
 
+    def exp_any(self, t: Any) -> Any:
+        """:meth:`exp` on a number or a :class:`Dual`."""
+        return self.exp_dual(t) if isinstance(t, Dual) else self.exp(t)
+
     def const(self, x: Fraction | int) -> Any:
         """An exact rational constant (z3 RealVal in z3 mode, Fraction in a replay)."""
         x = Fraction(x)
-        return z3.Q(x.numerator, x.denominator) if self.symbolic else x
+        if self.symbolic:
+            return z3.Q(x.numerator, x.denominator)
+        return float(x) if self.as_float else x
 
     def exp_dual(self, t: Dual) -> Dual:
         """E on a dual number: E(v + eε) = E(v)(1 + eε) (ground instance of E(a+b)=E(a)E(b), E'(0)=1)."""
         ev = self.exp(t.v)
         return Dual(ev, ev * t.e)
+
+    def _scalar_unknown(self, prefix: str) -> Any:
+        name = self._fresh_name(prefix)
+        if self.symbolic:
+            return z3.Real(name)
+        v = _value(self.model.eval(z3.Real(name), model_completion=True))
+        return float(v) if self.as_float else v
+
+    def divide(self, num: Any, den: Any) -> Any:
+        """num / den: a fresh unknown w with w·den = num in z3 (both parts for duals); computed in a replay."""
+        if isinstance(den, (int, Fraction, float)) and not isinstance(den, bool):
+            return num * (1 / (float(den) if self.as_float else Fraction(den)))
+        dual = isinstance(num, Dual) or isinstance(den, Dual)
+        if dual:
+            num, den = Dual._lift(num), Dual._lift(den)
+        if not self.symbolic:
+            if not dual:
+                return num / den
+            w = num.v / den.v
+            return Dual(w, (num.e - w * den.e) / den.v)
+        if not dual:
+            w = self._scalar_unknown("div")
+            self.facts.append(w * den == num)
+            return w
+        w = Dual(self._scalar_unknown("div"), self._scalar_unknown("div_e"))
+        self.facts += [w.v * den.v == num.v, w.e * den.v + w.v * den.e == num.e]
+        return w
+
+    def maximum(self, values: Sequence[Any]) -> Any:
+        """max of ``values`` as a shift (see the class doc); a computed max in a replay (ε-part from the model)."""
+        dual = any(isinstance(x, Dual) for x in values)
+        vs = [Dual._lift(x).v for x in values] if dual else list(values)
+        if self.symbolic:
+            m = self._scalar_unknown("max")
+            self._shifts[m.get_id()] = m
+            if self.faithful:
+                self.facts += [m >= x for x in vs] + [z3.Or([m == x for x in vs])]
+        else:
+            self._fresh_name("max")
+            m = max(vs)
+        return Dual(m, self._scalar_unknown("max_e")) if dual else m
 
     def unknown(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """Fresh unknowns (symbols in z3, model values in a replay); constrain them with hypotheses."""
@@ -154,17 +270,108 @@ class Ops:
             arr = symbols(f"{name}!u", shape)
             self.unknowns[name] = arr
             return arr
-        return model_values(self.model, symbols(f"{name}!u", shape))
+        vals = model_values(self.model, symbols(f"{name}!u", shape))
+        return vals.astype(float) if self.as_float else vals
+
+
+class Canonical:
+    """Polynomial z3 terms in one normal form (monomials sorted by atom), so that polynomially equal arguments of
+    E become the same term, hence the same purified symbol: a ground instance of E's congruence.
+
+    Caches hold the terms they key (z3 reuses the id of a freed term), for the lifetime of one statement.
+    """
+
+    def __init__(self) -> None:
+        self._atoms: dict[int, z3.ExprRef] = {}
+        self._done: dict[int, tuple[z3.ExprRef, z3.ExprRef]] = {}
+
+    def __call__(self, t: Any) -> Any:
+        if not isinstance(t, z3.ExprRef):
+            return t
+        hit = self._done.get(t.get_id())
+        if hit is None:
+            hit = self._done[t.get_id()] = (t, self._build(t))
+        return hit[1]
+
+    def _build(self, t: z3.ExprRef) -> z3.ExprRef:
+        terms = []
+        for m, c in sorted(self._polynomial(t).items()):
+            term: Any = z3.Q(c.numerator, c.denominator) if (c != 1 or not m) else None
+            for atom in m:
+                term = self._atoms[atom] if term is None else term * self._atoms[atom]
+            terms.append(term)
+        return z3.Sum(terms) if len(terms) > 1 else terms[0] if terms else z3.RealVal(0)
+
+    def _polynomial(self, t: Any) -> dict[tuple[int, ...], Fraction]:
+        """t as {monomial (sorted atom ids): coefficient}; atoms are constants and other applications."""
+        if z3.is_rational_value(t):
+            v = Fraction(t.numerator_as_long(), t.denominator_as_long())
+            return {(): v} if v else {}
+        if z3.is_int_value(t):
+            return {(): Fraction(t.as_long())} if t.as_long() else {}
+        kind = t.decl().kind() if z3.is_app(t) else None
+        if kind in (z3.Z3_OP_ADD, z3.Z3_OP_SUB):
+            out: dict[tuple[int, ...], Fraction] = {}
+            for k, child in enumerate(t.children()):
+                sign = -1 if kind == z3.Z3_OP_SUB and k else 1
+                for m, c in self._polynomial(child).items():
+                    out[m] = out.get(m, Fraction(0)) + sign * c
+            return {m: c for m, c in out.items() if c}
+        if kind == z3.Z3_OP_UMINUS:
+            return {m: -c for m, c in self._polynomial(t.children()[0]).items()}
+        if kind == z3.Z3_OP_MUL:
+            out = {(): Fraction(1)}
+            for child in t.children():
+                nxt: dict[tuple[int, ...], Fraction] = {}
+                for m1, c1 in out.items():
+                    for m2, c2 in self._polynomial(child).items():
+                        m = tuple(sorted(m1 + m2))
+                        nxt[m] = nxt.get(m, Fraction(0)) + c1 * c2
+                out = {m: c for m, c in nxt.items() if c}
+            return out
+        if kind == z3.Z3_OP_DIV and z3.is_rational_value(t.children()[1]):
+            d = t.children()[1]
+            inv = Fraction(d.denominator_as_long(), d.numerator_as_long())
+            return {m: c * inv for m, c in self._polynomial(t.children()[0]).items()}
+        if kind == z3.Z3_OP_TO_REAL:
+            return self._polynomial(t.children()[0])
+        self._atoms[t.get_id()] = t
+        return {(t.get_id(),): Fraction(1)}
+
+
+def _constants(t: z3.ExprRef) -> list[z3.ExprRef]:
+    """The uninterpreted constants occurring in a z3 term."""
+    seen: dict[int, z3.ExprRef] = {}
+    stack = [t]
+    while stack:
+        x = stack.pop()
+        if z3.is_const(x) and x.decl().kind() == z3.Z3_OP_UNINTERPRETED:
+            seen[x.get_id()] = x
+        else:
+            stack.extend(x.children())
+    return list(seen.values())
+
+
+@dataclass
+class Cut:
+    """A lemma proved by its own queries (``hypotheses`` ⊢ every claim); the main query then relies on its
+    conclusion in the form the builder states (e.g. the shipped softmax equals the SPEC softmax)."""
+
+    name: str
+    hypotheses: list[z3.BoolRef]
+    claims: list[z3.BoolRef]
 
 
 @dataclass
 class Statement:
-    """``lhs == rhs`` (arrays of equal shape) under ``equalities`` (pairs) and ``positives`` (x > 0)."""
+    """``lhs == rhs`` (arrays of equal shape), and every entry of ``claimed_positive`` > 0, under the hypotheses
+    ``equalities`` (pairs) and ``positives`` (x > 0)."""
 
     lhs: Any
     rhs: Any
     equalities: list[tuple[Any, Any]] = field(default_factory=list)
     positives: list[Any] = field(default_factory=list)
+    claimed_positive: list[Any] = field(default_factory=list)
 
 
 def symbols(name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -211,7 +418,7 @@ def _hypotheses(st: Statement, ops: Ops) -> list[z3.BoolRef]:
     hyps = [_as_z3(a) == _as_z3(b) for a, b in st.equalities]
     hyps += [_as_z3(x) > 0 for x in st.positives]
     hyps += [app > 0 for app in ops.exp_apps]  # ground instances of E(x) > 0
-    return hyps
+    return hyps + list(ops.facts)
 
 
 def _goal_negation(st: Statement) -> z3.BoolRef:
@@ -220,7 +427,8 @@ def _goal_negation(st: Statement) -> z3.BoolRef:
         raise ShapeMismatch(f"lhs shape {lhs.shape} != rhs shape {rhs.shape}")
     if st.lhs is st.rhs:
         raise ValueError("a proof must not compare an expression with itself")
-    return z3.Or([_as_z3(a) != _as_z3(b) for a, b in zip(_flat(lhs), _flat(rhs))])
+    return z3.Or([_as_z3(a) != _as_z3(b) for a, b in zip(_flat(lhs), _flat(rhs))]
+                 + [_as_z3(x) <= 0 for x in st.claimed_positive])
 
 
 class ShapeMismatch(ValueError):
@@ -296,17 +504,20 @@ class SweptProof:
     control_dims: dict[str, int]
     default_max: int = 3
     dim_min: dict[str, int] = field(default_factory=dict)
+    quick_caps: dict[str, int] = field(default_factory=dict)  # per-dimension caps of quick runs (check, default tests)
 
     def instantiate(self, dims: dict[str, int], mutant: bool = False) -> tuple[Statement, Ops, dict[str, np.ndarray]]:
-        ops = Ops()
+        ops = Ops(faithful=mutant)
         values = {k: symbols(k, shp) for k, shp in self.shapes(dims).items()}
         return self.build(values, ops, mutant), ops, values
 
 
-def shapes_up_to(dims: Sequence[str], k: int, dim_min: dict[str, int] | None = None) -> list[dict[str, int]]:
-    """Every assignment of the named dimensions to lo..k, ordered by largest dimension then lexicographically."""
-    lo = dim_min or {}
-    ranges = [range(lo.get(d, 1), k + 1) for d in dims]
+def shapes_up_to(
+    dims: Sequence[str], k: int, dim_min: dict[str, int] | None = None, caps: dict[str, int] | None = None
+) -> list[dict[str, int]]:
+    """Every assignment of the named dimensions to lo..min(k, cap), ordered by largest dimension then lexicographically."""
+    lo, cap = dim_min or {}, caps or {}
+    ranges = [range(lo.get(d, 1), min(k, cap.get(d, k)) + 1) for d in dims]
     combos = sorted(itertools.product(*ranges), key=lambda c: (max(c), c))
     return [dict(zip(dims, c)) for c in combos]
 
@@ -320,9 +531,51 @@ def prove_statement(
         negation = _goal_negation(st)
     except ShapeMismatch as e:
         return Outcome("sat", 0.0, reason=str(e)), Outcome("sat", 0.0)
+    for cut in ops.cuts:
+        res, vac = prove_cut(cut, ops, rlimit, timeout_ms)
+        if res.status != "unsat" or vac.status != "sat":
+            return res, vac
     hyps = _hypotheses(st, ops)
     vac = check(hyps, ops, rlimit, timeout_ms, congruence=True) if hyps else Outcome("sat", 0.0, reason="no hypotheses")
     return check([*hyps, negation], ops, rlimit, timeout_ms), vac
+
+
+def _components(hyps: list[z3.BoolRef], claims: list[z3.BoolRef]) -> list[tuple[list, list]]:
+    """Split (hypotheses, claims) into groups sharing no uninterpreted constant (after E is purified)."""
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    formulas = [*hyps, *claims]
+    keys = []
+    for f in formulas:
+        ids = [c.get_id() for c in _constants(f)]
+        for a in ids[1:]:
+            parent[find(a)] = find(ids[0])
+        keys.append(ids[0] if ids else None)
+    groups: dict[Any, tuple[list, list]] = {}
+    for k, f in enumerate(formulas):
+        g = groups.setdefault(find(keys[k]) if keys[k] is not None else None, ([], []))
+        (g[0] if k < len(hyps) else g[1]).append(f)
+    return [g for g in groups.values() if g[1]]
+
+
+def prove_cut(cut: "Cut", ops: Ops, rlimit: int, timeout_ms: int) -> tuple[Outcome, Outcome]:
+    """Every claim of ``cut`` from its hypotheses (and E > 0), one query per independent group."""
+    positives = [app > 0 for app in ops.exp_apps]
+    hyps, claims = purify([*cut.hypotheses, *positives], ops), purify(cut.claims, ops)
+    for group_hyps, group_claims in _components(hyps, claims):
+        vac = check(group_hyps, None, rlimit, timeout_ms)
+        if vac.status != "sat":
+            return Outcome("sat", vac.seconds, reason=f"cut {cut.name}: hypotheses {vac.status}"), vac
+        res = check([*group_hyps, z3.Not(z3.And(group_claims))], None, rlimit, timeout_ms)
+        if res.status != "unsat":
+            return Outcome(res.status, res.seconds, res.model, f"cut {cut.name}: {res.reason or 'counterexample'}"), vac
+    return Outcome("unsat", 0.0), Outcome("sat", 0.0)
 
 
 @dataclass
@@ -349,6 +602,10 @@ def run_control(
     dims = dims or proof.control_dims
     t0 = time.perf_counter()
     st, ops, values = proof.instantiate(dims, mutant=True)
+    for cut in ops.cuts:
+        res, vac = prove_cut(cut, ops, rlimit, timeout_ms)
+        if res.status != "unsat" or vac.status != "sat":
+            return ControlResult(res.status, False, 0.0, 0.0, 0.0, time.perf_counter() - t0, res.reason)
     hyps = _hypotheses(st, ops)
     out = check([*hyps, _goal_negation(st)], ops, rlimit, timeout_ms, congruence=True)
     if out.status != "sat":
@@ -381,22 +638,11 @@ def replay(
     proof: SweptProof, model: z3.ModelRef, ops: Ops, values: dict[str, np.ndarray], mutant: bool, as_float: bool
 ) -> Statement:
     """Re-run the builder on the model's values (exact Fractions, or numpy float64 when ``as_float``)."""
-    table = exp_table(model, ops) or {}
-    conv = (lambda a: np.asarray(a, dtype=float)) if as_float else (lambda a: a)
-    vals = {k: conv(model_values(model, v)) for k, v in values.items()}
-
-    class _Replay(Ops):
-        def unknown(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-            return conv(model_values(model, symbols(f"{name}!u", shape)))
-
-        def exp(self, t: Any) -> Any:
-            if not as_float:
-                return self.exp_table[t]
-            # float replay: the argument carries rounding, so take the nearest recorded argument
-            key = min(self.exp_table, key=lambda a: abs(float(a) - t))
-            return float(self.exp_table[key])
-
-    rops = _Replay(model=model, exp_table=table)
+    vals = {k: model_values(model, v) for k, v in values.items()}
+    if as_float:
+        vals = {k: v.astype(float) for k, v in vals.items()}
+    rops = Ops(model=model, exp_table=exp_table(model, ops) or {}, as_float=as_float,
+               softmax_trace=list(ops.softmax_trace))
     return proof.build(vals, rops, mutant)
 
 
@@ -419,11 +665,12 @@ def sweep(
     rlimit: int = DEFAULT_RLIMIT,
     timeout_ms: int = DEFAULT_TIMEOUT_MS,
     on_shape: Callable[[dict[str, int]], None] | None = None,
+    caps: dict[str, int] | None = None,
 ) -> SweepResult:
-    """Prove ``proof`` at every shape up to ``max_size``; stop at the first shape not proved."""
+    """Prove ``proof`` at every shape up to ``max_size`` (and ``caps`` per dimension); stop at the first failure."""
     t0 = time.perf_counter()
     proved, largest, vac_status = 0, 0, "sat"
-    shapes = shapes_up_to(proof.dims, max_size, proof.dim_min)
+    shapes = shapes_up_to(proof.dims, max_size, proof.dim_min, caps)
     current = max(shapes[0].values()) if shapes else 0
     for dims in shapes:
         if on_shape:

@@ -7,9 +7,11 @@ import numpy as np
 from verified_ta.products import face_split, khatri_rao, kron
 from verified_ta.spec import spec
 
+from .allsizes import AllSizesProof
 from .engine import Ops, Statement, SweptProof
+from .traced import traced_proof
 
-__all__ = ["PROOFS"]
+__all__ = ["PROOFS", "ALL_SIZES"]
 
 V = dict[str, np.ndarray]
 
@@ -32,6 +34,15 @@ def t4_normaliser(v: V, ops: Ops, mutant: bool) -> Statement:
     norm_lhs = khatri_rao(vv, w).T @ kron(ones, ones)
     norm_rhs = (vv.T @ ones) * (w.T @ ones)
     return Statement(np.concatenate([lhs, norm_lhs]), np.concatenate([rhs, norm_rhs]))
+
+
+@spec("T4")
+def t4_kron_vector(v: V, ops: Ops, mutant: bool) -> Statement:
+    """(V⊘W)^T (a⊗b) = (V^T a) ∘ (W^T b) for V, a with n1 rows and W, b with n2 (a = b = 1: the normaliser);
+    control: swapped a, b (needs n1 = n2)."""
+    vv, w, a, b = v["V"], v["W"], v["a"], v["b"]
+    rhs = (vv.T @ b) * (w.T @ a) if mutant else (vv.T @ a) * (w.T @ b)
+    return Statement(khatri_rao(vv, w).T @ kron(a, b), rhs)
 
 
 @spec("T5")
@@ -88,3 +99,12 @@ PROOFS: list[SweptProof] = [
         default_max=3,
     ),
 ]
+
+_T4_TWO_SIZES = SweptProof(
+    ("T4", "P34"), "T4 ⊘ against ⊗ vector", "(V⊘W)^T(a⊗b) = (V^T a)∘(W^T b)", ("n1", "n2", "k"),
+    lambda s: {"V": (s["n1"], s["k"]), "W": (s["n2"], s["k"]), "a": (s["n1"], 1), "b": (s["n2"], 1)},
+    t4_kron_vector, "swapped factor: (V^T b)∘(W^T a)", dict(n1=2, n2=2, k=1), default_max=1,
+)
+
+#: T3, T4 (with n1 ≠ n2 allowed) and T5 traced on symbolic sizes (T6 stacks two statements: swept only)
+ALL_SIZES: list[AllSizesProof] = [traced_proof(PROOFS[0]), traced_proof(_T4_TWO_SIZES), traced_proof(PROOFS[2])]

@@ -8,16 +8,13 @@ import numpy as np
 from verified_ta.products import face_split, khatri_rao, kron
 from verified_ta.spec import spec
 
+from .allsizes import AllSizesProof
 from .engine import Ops, Statement, SweptProof
+from .traced import traced_proof
 
-__all__ = ["PROOFS"]
+__all__ = ["PROOFS", "ALL_SIZES"]
 
 V = dict[str, np.ndarray]
-
-
-def _swap_rows(m: np.ndarray, n1: int, n2: int) -> np.ndarray:
-    """Reorder the rows of an (n1·n2)-row product from (i1,i2) to (i2,i1): the wrong index order."""
-    return m.reshape(n1, n2, -1).transpose(1, 0, 2).reshape(n1 * n2, -1)
 
 
 @spec("T1")
@@ -38,11 +35,9 @@ def t2_transpose(v: V, ops: Ops, mutant: bool) -> Statement:
 
 @spec("T12")
 def t12_transposed_kron(v: V, ops: Ops, mutant: bool) -> Statement:
-    """(A2⊗A3)^T (V⊘W) = (A2^T V) ⊘ (A3^T W); control: wrong index order on the right."""
+    """(A2⊗A3)^T (V⊘W) = (A2^T V) ⊘ (A3^T W); control: swapped factors (A3^T W) ⊘ (A2^T V)."""
     a2, a3, vv, w = v["A2"], v["A3"], v["V"], v["W"]
-    rhs = khatri_rao(a2.T @ vv, a3.T @ w)
-    if mutant:
-        rhs = _swap_rows(rhs, a2.shape[1], a3.shape[1])
+    rhs = khatri_rao(a3.T @ w, a2.T @ vv) if mutant else khatri_rao(a2.T @ vv, a3.T @ w)
     return Statement(kron(a2, a3).T @ khatri_rao(vv, w), rhs)
 
 
@@ -89,7 +84,7 @@ PROOFS: list[SweptProof] = [
     SweptProof(
         ("T12",), "T12 transposed Kronecker", "(A2⊗A3)^T(V⊘W) = (A2^T V)⊘(A3^T W)", ("n2", "n3", "d2", "d3", "k"),
         lambda s: {"A2": _m(s["n2"], s["d2"]), "A3": _m(s["n3"], s["d3"]), "V": _m(s["n2"], s["k"]), "W": _m(s["n3"], s["k"])},
-        t12_transposed_kron, "wrong index order: rows (j2, j1)", dict(n2=2, n3=2, d2=2, d3=2, k=1), default_max=3,
+        t12_transposed_kron, "swapped factors: (A3^T W)⊘(A2^T V)", dict(n2=2, n3=2, d2=2, d3=2, k=1), default_max=3,
     ),
     SweptProof(
         ("T13",), "T13 Kronecker transpose", "(A⊗B)^T = A^T⊗B^T", ("n1", "d1", "n2", "d2"),
@@ -107,3 +102,6 @@ PROOFS: list[SweptProof] = [
         t13_khatri_rao_associative, "swapped factors: B⊘(A⊘C)", dict(n1=2, n2=2, n3=1, k=1), default_max=4,
     ),
 ]
+
+#: every identity above, traced on symbolic sizes (the same builders, so the same shipped code)
+ALL_SIZES: list[AllSizesProof] = [traced_proof(p) for p in PROOFS]

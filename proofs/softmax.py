@@ -14,11 +14,17 @@ from fractions import Fraction
 
 import numpy as np
 
+from typing import Any
+
+import z3
+
+from verified_ta import gradient
 from verified_ta.gradient import chain_terms, compose_X, compose_Y, factor_gradients, gradient_from_p, value_factor_gradients
 from verified_ta.products import kron, vec
 from verified_ta.spec import spec
 
 from .engine import Dual, Ops, Statement, SweptProof, lift, parts
+from .symarray import SymArray
 
 __all__ = ["PROOFS"]
 
@@ -58,73 +64,121 @@ def _with(st: Statement, hyps: Statement) -> Statement:
     return st
 
 
-@spec("T14")
-def t14_inner_products(v: V, ops: Ops, mutant: bool) -> Statement:
-    """⟨x∘y, z⟩ = x^T diag(y) z = ⟨x, y∘z⟩ and ⟨x, y⟩ = ⟨x∘y, 1⟩; control: diag(y) dropped (x^T z)."""
-    x, y, z = v["x"], v["y"], v["z"]
-    middle = x @ z if mutant else x @ np.diag(y) @ z
-    ones = np.ones(x.shape[0], dtype=int).astype(object)
-    return Statement(_flat((x * y) @ z, (x * y) @ z, x @ y), _flat(middle, x @ (y * z), (x * y) @ ones))
+def _shipped_softmax(z: np.ndarray, ops: Ops) -> np.ndarray:
+    """The shipped ``softmax_rows`` on z (a SymArray: its row max is a shift, its division an unknown)."""
+    return np.asarray(gradient.softmax_rows(SymArray(z, ops)))
+
+
+def _column_max_softmax(z: Any) -> Any:
+    """A planted bug for the controls: the *column* max subtracted (not a per-row shift, so it does not cancel)."""
+    u = np.exp(z - z.max(axis=0, keepdims=True))
+    return u / u.sum(axis=-1, keepdims=True)
+
+
+@spec("P18", "L6")
+def p18_shipped_softmax(v: V, ops: Ops, mutant: bool) -> Statement:
+    """The shipped ``softmax_rows`` is the SPEC softmax: w·ΣE(z) = E(z) row by row (exp uninterpreted, the row max
+    cancels by the L6 instances E(z − M)E(M) = E(z)), its rows sum to 1 and its entries are > 0.
+
+    Control: the column max subtracted instead of the row max.
+    """
+    z = v["z"]
+    w = np.asarray(_column_max_softmax(SymArray(z, ops))) if mutant else _shipped_softmax(z, ops)
+    u = np.vectorize(ops.exp, otypes=[object])(z)
+    ones = np.ones(z.shape[0], dtype=int).astype(object)
+    return Statement(_flat(w * u.sum(axis=1)[:, None], w.sum(axis=1)), _flat(u, ones),
+                     claimed_positive=list(w.reshape(-1)))
+
+
+def _softmax_direction(v: V, ops: Ops) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(f, J x, x): the shipped ``softmax_rows`` on the dual row z + εx gives f and the directional derivative J x."""
+    z, x = v["z"], v["x"]
+    f, jx = parts(_shipped_softmax(np.vectorize(Dual, otypes=[object])(z, x), ops))
+    return f[0], jx[0], x[0]
 
 
 @spec("T15")
 def t15_softmax_jacobian(v: V, ops: Ops, mutant: bool) -> Statement:
-    """∂f_i/∂z_j = f_i(δ_ij − f_j) for f = softmax(z), u = E(z): J solves (f·α)' = u' along each z_j (dual numbers).
+    """∂f_i/∂z_j = f_i(δ_ij − f_j) for the shipped ``softmax_rows`` (f its output): by dual numbers along every
+    direction x at once, J x = f∘x − ⟨f, x⟩f.
 
-    Control: f_i(δ_ij − f_i) (wrong index).
+    Control: the wrong index f_i(δ_ij − f_i), i.e. J x = f∘x − f∘f·Σx.
     """
-    z = v["z"]
-    n = z.shape[0]
-    f, alpha, hyps = _softmax(np.array([[ops.exp(t) for t in z]], dtype=object), ops, "f")
-    f, alpha = f[0], alpha[0]
-    delta = np.eye(n, dtype=int).astype(object)
-    jac = f[:, None] * (delta - (f[:, None] if mutant else f[None, :]))
-    lhs, rhs = [], []
-    for j in range(n):
-        du = parts(np.array([ops.exp_dual(t) for t in _perturb(z, (j,))], dtype=object))[1]
-        lhs.append(jac[:, j] * alpha + f * du.sum())  # J_{:,j}·α + f·α'
-        rhs.append(du)
-    return _with(Statement(_flat(*lhs), _flat(*rhs)), hyps)
-
-
-@spec("P18", "T16")
-def p18_softmax_quotient(v: V, ops: Ops, mutant: bool) -> Statement:
-    """The quotient form f·(u 1) = u with u = E(z) > 0 gives f 1 = 1 (the parametrisation the other proofs use).
-
-    Control: f 1 = 1 claimed for f·(u 1 + u_0) = u (a wrong normaliser).
-    """
-    z = v["z"]
-    u = np.vectorize(ops.exp, otypes=[object])(z)
-    f = ops.unknown("f", z.shape)
-    alpha = u.sum(axis=1) + (u[:, 0] if mutant else 0)
-    eqs = [(f[j, k] * alpha[j], u[j, k]) for j in range(z.shape[0]) for k in range(z.shape[1])]
-    return Statement(f.sum(axis=1), np.ones(z.shape[0], dtype=int).astype(object), equalities=eqs)
+    f, jx, x = _softmax_direction(v, ops)
+    claimed = f * x - (f * f * x.sum() if mutant else f * (f * x).sum())
+    return Statement(jx, claimed)
 
 
 @spec("T15")
 def t15_jacobian_psd(v: V, ops: Ops, mutant: bool) -> Statement:
-    """x^T(diag(f) − ff^T)x = ½ Σ_ij f_i f_j (x_i − x_j)² when Σf = 1 (sum of squares: the Jacobian is PSD for f ≥ 0).
+    """x^T J x = ½ Σ_ij f_i f_j (x_i − x_j)² ≥ 0 for the Jacobian J of the shipped ``softmax_rows`` (a sum of
+    squares: J is PSD). T15 and Σf = 1 for the shipped code are a cut (proved first, from the code's own facts).
 
     Control: the factor ½ dropped.
     """
-    f, x = v["f"], v["x"]
-    n = f.shape[0]
+    f, jx, x = _softmax_direction(v, ops)
+    ops.cut("shipped softmax: J x = f∘x − ⟨f,x⟩f, Σf = 1",
+            [*(a == b for a, b in zip(jx, f * x - f * (f * x).sum())), z3.Sum(list(f)) == 1])
+    n = len(f)
     half = ops.const(1 if mutant else Fraction(1, 2))
     sos = sum(f[i] * f[j] * (x[i] - x[j]) * (x[i] - x[j]) for i in range(n) for j in range(n)) * half
-    quad = x @ (np.diag(f) - f[:, None] * f[None, :]) @ x
-    return Statement(np.array([quad], dtype=object), np.array([sos], dtype=object), equalities=[(f.sum(), 1)])
+    return Statement(_flat([(x * jx).sum()]), _flat([sos]))
+
+
+@spec("L6", "P21")
+def l6_shift_cancels(v: V, ops: Ops, mutant: bool) -> Statement:
+    """The shipped ``softmax_rows`` is invariant to a per-row shift c, given the instances E(z_k + c) = E(z_k)E(c)
+    of E(a+b) = E(a)E(b) (L6: e^{−M} cancels in D^{-1}A).
+
+    Control: only the first entry of the row shifted.
+    """
+    z, c = v["z"], v["c"][0]
+    shifted = range(1 if mutant else z.shape[1])
+    moved = z.copy()
+    moved[:, shifted] = moved[:, shifted] + c
+    ec = ops.exp(c)
+    eqs = [(ops.exp(moved[j, k]), ops.exp(z[j, k]) * ec) for j in range(z.shape[0]) for k in shifted]
+    return Statement(_shipped_softmax(moved, ops), _shipped_softmax(z, ops), equalities=eqs)
+
+
+def _spec_q(f: np.ndarray, h: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """q = c h^T with c = f h − E (SPEC §3 table), written here independently of ``chain_terms``."""
+    n, m = f.shape
+    c = np.array([[sum(f[j, k] * h[k, o] for k in range(m)) - e[j, o] for o in range(h.shape[1])] for j in range(n)],
+                 dtype=object)
+    return np.array([[sum(c[j, o] * h[k, o] for o in range(h.shape[1])) for k in range(m)] for j in range(n)],
+                    dtype=object)
+
+
+@spec("T14")
+def t14_inner_products(v: V, ops: Ops, mutant: bool) -> Statement:
+    """On the shipped ``chain_terms`` (p1 = f∘q, r = p1 1): ⟨a, p1_j⟩ = ⟨a∘f_j, q_j⟩ = a^T diag(f_j) q_j and
+    r_j = ⟨f_j, q_j⟩ for every row j and vector a (T14), q from the SPEC table.
+
+    Control: diag(f_j) dropped (a^T q_j).
+    """
+    f, h, e, a = v["f"], v["h"], v["E"], v["a"]
+    t = gradient.chain_terms(f, h, e)
+    q = _spec_q(f, h, e)
+    lhs, rhs = [], []
+    for j in range(f.shape[0]):
+        middle = a[j] @ q[j] if mutant else a[j] @ np.diag(f[j]) @ q[j]
+        lhs += [(a[j] * t.p1[j]).sum(), (a[j] * t.p1[j]).sum(), t.r[j]]
+        rhs += [((a[j] * f[j]) * q[j]).sum(), middle, (f[j] * q[j]).sum()]
+    return Statement(_flat(lhs), _flat(rhs))
 
 
 @spec("T16", "P25")
 def t16_jacobian_product_and_row_sums(v: V, ops: Ops, mutant: bool) -> Statement:
     """Rows of the shipped p equal (diag(f_j0) − f_j0 f_j0^T) q_j0, and rows of p sum to 0 when rows of f sum to 1.
 
-    p comes from ``chain_terms(f, h, E)``. Control: p2 with column instead of row scaling (p1 − f·diag(1^T p1)).
+    p comes from the shipped ``chain_terms(f, h, E)``, q from the SPEC table. Control: p2 with column instead of row scaling (p1 − f·diag(1^T p1)).
     """
     f, h, e = v["f"], v["h"], v["E"]
     t = chain_terms(f, h, e)
     p = t.p1 - f * t.p1.sum(axis=0)[None, :] if mutant else t.p
-    jac_q = np.stack([(np.diag(f[j]) - f[j][:, None] * f[j][None, :]) @ t.q[j] for j in range(f.shape[0])])
+    q = _spec_q(f, h, e)
+    jac_q = np.stack([(np.diag(f[j]) - f[j][:, None] * f[j][None, :]) @ q[j] for j in range(f.shape[0])])
     zeros = np.zeros(f.shape[0], dtype=int).astype(object)
     return Statement(_flat(jac_q, p.sum(axis=1)), _flat(p, zeros), equalities=[(f[j].sum(), 1) for j in range(f.shape[0])])
 
@@ -168,9 +222,10 @@ def chain_coordinate_derivatives(v: V, ops: Ops, mutant: bool) -> Statement:
 
 @spec("L1", "T16")
 def chain_closed_form_gradient(v: V, ops: Ops, mutant: bool) -> Statement:
-    """dLoss/dx_i (dual numbers through the shipped ``chain_terms`` with df from the lemma above)
+    """dLoss/dx_i of the loss written here, ½Σ(f h − E)² (dual numbers, df from the lemma above)
     = s·Σ_j0,i0 c[j0,i0]·𝔸_j0,i^T(diag(f_j0) − f_j0 f_j0^T)h_i0 (coordinate form)
-    = vec(``gradient_from_p``(A1, A2, A3, p, s)) (L1) for every f, E and every value matrix h.
+    = vec(``gradient_from_p``(A1, A2, A3, p, s)) with p from the shipped ``chain_terms`` (L1), for every f, E and
+    every value matrix h.
 
     h is a free n²×d matrix: the identity for all h contains h = (A4⊗A5)Y = (A4Y1)⊘(A5Y2) (T1, T8) and
     keeps the polynomials at degree 8 instead of 12, which is what lets z3 reach n = d = 3 (with h
@@ -179,17 +234,16 @@ def chain_closed_form_gradient(v: V, ops: Ops, mutant: bool) -> Statement:
     a1, a2, a3, e, h, f = (v[k] for k in ("A1", "A2", "A3", "E", "h", "f"))
     n, d = a1.shape
     s = ops.const(Fraction(1, d))
-    t = chain_terms(f, h, e)
-    grad = vec(gradient_from_p(a1, a2, a3, t.p, ops.const(1) if mutant else s))
+    grad = vec(gradient_from_p(a1, a2, a3, chain_terms(f, h, e).p, ops.const(1) if mutant else s))
     big = _big(a1, a2, a3)
+    c = f @ h - e  # SPEC §3, not through chain_terms
     derivative, coordinate = [], []
     for i in range(d * d * d):
         col = big[:, i].reshape(n, n * n) * s
         df = col * f - (col * f).sum(axis=1)[:, None] * f
-        c = chain_terms(np.vectorize(Dual, otypes=[object])(f, df), h, e).c
-        derivative.append(sum(ci.v * ci.e for ci in c.reshape(-1)))  # d/dx_i of ½‖c‖²
+        derivative.append((c * (df @ h)).sum())  # d/dx_i of ½‖f h − E‖²
         coordinate.append(
-            sum(col[j0] @ ((np.diag(f[j0]) - f[j0][:, None] * f[j0][None, :]) @ (h @ t.c[j0])) for j0 in range(n))
+            sum(col[j0] @ ((np.diag(f[j0]) - f[j0][:, None] * f[j0][None, :]) @ (h @ c[j0])) for j0 in range(n))
         )
     return Statement(_flat(derivative, coordinate), _flat(grad, grad))
 
@@ -213,14 +267,14 @@ def l2_factor_chain_rule(v: V, ops: Ops, mutant: bool) -> Statement:
 
 @spec("L3")
 def l3_value_chain_rule(v: V, ops: Ops, mutant: bool) -> Statement:
-    """dLoss/dY = (A4⊗A5)^T f^T c (dual numbers through the shipped ``chain_terms``), and
+    """dLoss/dY = (A4⊗A5)^T f^T c (dual numbers through ½‖f (A4⊗A5) Y − E‖², written here), and
     d/dY_k ⟨dY, Y1⊘Y2⟩ = ``value_factor_gradients``(dY, Y1, Y2); control: f c^T instead of f^T c (wrong index order)."""
     a4, a5, e, f, y, dy, y1, y2 = (v[k] for k in ("A4", "A5", "E", "f", "Y", "dY", "Y1", "Y2"))
     k45 = kron(a4, a5)
-    c = chain_terms(f, k45 @ y, e).c
+    c = f @ (k45 @ y) - e
     dY = np.empty(y.shape, dtype=object)
     for idx in np.ndindex(*y.shape):
-        cd = chain_terms(lift(f), lift(k45) @ _perturb(y, idx), e).c
+        cd = lift(f) @ (lift(k45) @ _perturb(y, idx)) - e
         dY[idx] = sum(ci.v * ci.e for ci in cd.reshape(-1))
     formula = k45.T @ (f.T @ c)
     dfac = []
@@ -235,40 +289,34 @@ def l3_value_chain_rule(v: V, ops: Ops, mutant: bool) -> Statement:
     return Statement(_flat(dY, *dfac), _flat(formula, *got))
 
 
-@spec("L6", "P21")
-def l6_shift_cancels(v: V, ops: Ops, mutant: bool) -> Statement:
-    """softmax(z + M) = softmax(z) from the ground instances E(z_k + M) = E(z_k)·E(M) (the e^{−M} of L6 cancels).
-
-    Control: softmax of u∘u (E(2z) in place of E(z + M)).
-    """
-    z, m = v["z"], v["M"][0]
-    em = ops.exp(m)
-    u = np.array([[ops.exp(t) for t in z]], dtype=object)
-    shifted = np.array([[ops.exp(t + m) for t in z]], dtype=object)
-    f, _, hyps = _softmax(u, ops, "f")
-    g, _, hyps_g = _softmax(shifted if not mutant else u * u, ops, "g")
-    st = Statement(g, f, equalities=[(shifted[0, k], u[0, k] * em) for k in range(z.shape[0])])  # E(a+b) = E(a)E(b)
-    return _with(_with(st, hyps), hyps_g)
-
-
 PROOFS: list[SweptProof] = [
     SweptProof(
-        ("T14",), "T14 inner products", "⟨x∘y,z⟩ = x^T diag(y) z = ⟨x,y∘z⟩; ⟨x,y⟩ = ⟨x∘y,1⟩", ("n",),
-        lambda s: {"x": (s["n"],), "y": (s["n"],), "z": (s["n"],)},
-        t14_inner_products, "diag(y) dropped: x^T z", dict(n=2), default_max=12,
+        ("P18", "L6"), "P18 shipped softmax_rows = SPEC softmax",
+        "softmax_rows(z)·ΣE(z) = E(z); rows sum to 1; entries > 0 (max shift cancels by L6)", ("n", "m"),
+        lambda s: {"z": (s["n"], s["m"])}, p18_shipped_softmax, "column max subtracted", dict(n=2, m=2),
+        default_max=4,
     ),
     SweptProof(
-        ("T15",), "T15 softmax Jacobian", "∂f_i/∂z_j = f_i(δ_ij − f_j), f = E(z)/ΣE(z)", ("n",),
-        lambda s: {"z": (s["n"],)}, t15_softmax_jacobian, "wrong index: f_i(δ_ij − f_i)", dict(n=2),
-        default_max=6,
+        ("T15",), "T15 Jacobian of the shipped softmax_rows", "J x = f∘x − ⟨f,x⟩f, i.e. ∂f_i/∂z_j = f_i(δ_ij − f_j)",
+        ("m",), lambda s: {"z": (1, s["m"]), "x": (1, s["m"])}, t15_softmax_jacobian, "wrong index: f_i(δ_ij − f_i)",
+        dict(m=2), default_max=8,
     ),
     SweptProof(
-        ("P18", "T16"), "P18 softmax rows sum to 1", "f·(E(z) 1) = E(z) ⇒ f 1 = 1", ("n", "m"),
-        lambda s: {"z": (s["n"], s["m"])}, p18_softmax_quotient, "wrong normaliser", dict(n=1, m=2), default_max=4,
+        ("T15",), "T15 the Jacobian is PSD (SOS)", "x^T J x = ½Σ f_i f_j (x_i−x_j)² ≥ 0, J of the shipped softmax_rows",
+        ("m",), lambda s: {"z": (1, s["m"]), "x": (1, s["m"])}, t15_jacobian_psd, "½ dropped", dict(m=2),
+        default_max=8,
     ),
     SweptProof(
-        ("T15",), "T15 Jacobian is PSD (SOS)", "x^T(diag f − ff^T)x = ½Σ f_i f_j (x_i−x_j)² ≥ 0 when Σf = 1", ("n",),
-        lambda s: {"f": (s["n"],), "x": (s["n"],)}, t15_jacobian_psd, "½ dropped", dict(n=2), default_max=8,
+        ("L6", "P21"), "L6 shipped softmax_rows is shift invariant",
+        "softmax_rows(z + c) = softmax_rows(z) given E(z_k+c) = E(z_k)E(c)", ("n", "m"),
+        lambda s: {"z": (s["n"], s["m"]), "c": (1,)}, l6_shift_cancels, "only the first entry shifted",
+        dict(n=1, m=2), default_max=4,
+    ),
+    SweptProof(
+        ("T14",), "T14 inner products in the shipped chain_terms",
+        "⟨a,p1_j⟩ = ⟨a∘f_j,q_j⟩ = a^T diag(f_j) q_j; r_j = ⟨f_j,q_j⟩", ("n", "m", "d"),
+        lambda s: {"f": (s["n"], s["m"]), "h": (s["m"], s["d"]), "E": (s["n"], s["d"]), "a": (s["n"], s["m"])},
+        t14_inner_products, "diag(f_j) dropped", dict(n=1, m=2, d=1), default_max=4,
     ),
     SweptProof(
         ("T16", "P25"), "T16 Jacobian product; rows of p sum to 0",
@@ -305,10 +353,5 @@ PROOFS: list[SweptProof] = [
             "Y": (s["d"] ** 2, s["d"]), "dY": (s["d"] ** 2, s["d"]), "Y1": (s["d"], s["d"]), "Y2": (s["d"], s["d"]),
         },
         l3_value_chain_rule, "Y1, Y2 swapped in the call", dict(n=1, d=2), default_max=3,
-    ),
-    SweptProof(
-        ("L6", "P21"), "L6 shift cancels", "softmax(z + M) = softmax(z) given E(z_k+M) = E(z_k)E(M)", ("n",),
-        lambda s: {"z": (s["n"],), "M": (1,)}, l6_shift_cancels, "E(2z) in place of E(z+M)", dict(n=2),
-        default_max=5,
     ),
 ]

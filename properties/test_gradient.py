@@ -3,6 +3,9 @@
 Tolerances: float64 results are compared with the 50-digit mpmath oracle under the rigorous running-error
 bounds of verified_ta.fp_bounds; exact-arithmetic identities evaluated in mpmath use the working precision
 (γ_k with u = 10^-dps); finite differences (mpmath.diff) are required to agree to 30 digits (issue #2).
+The oracles (verified_ta.oracles: mp_gradient, mp_loss, finite differences, einsum_loss for autograd) are written
+from SPEC §3 and share no code with verified_ta.gradient; the shipped code also runs at 50 digits
+(:func:`shipped_mp_gradient`) so a bug in its numpy/mpmath path is caught too (issue #10).
 Each property's core is a plain function so tests/test_gradient_mutations.py can run it on planted bugs.
 """
 
@@ -16,7 +19,14 @@ from hypothesis import strategies as st
 
 from verified_ta import gradient as gr
 from verified_ta.fp_bounds import objective_gradient_rounding_bound
-from verified_ta.oracles import mp_attention, mp_finite_difference_gradient, mp_gradient, to_mp
+from verified_ta.oracles import (
+    einsum_loss,
+    mp_attention,
+    mp_finite_difference_gradient,
+    mp_gradient,
+    mp_loss,
+    to_mp,
+)
 from verified_ta.spec import spec
 from verified_ta.testing.strategies import dims, unit_entries
 
@@ -92,27 +102,37 @@ def _examples(fn):
 # ---------------------------------------------------------------- P24: L1 = autograd = FD = coordinate form
 
 
-def check_closed_form_vs_oracle(inputs, gradient_fn=gr.closed_form_gradient, **kw) -> tuple[float, float]:
-    """P24/L1 in float64: max over entries of |Ĝ − G_mp| / bound (must be <= 1)."""
-    G = gradient_fn(*inputs, **kw)[1].detach().numpy()
+def check_closed_form_vs_oracle(inputs, gradient_fn=None, **kw) -> tuple[float, float]:
+    """P24/L1 in float64: max over entries of |Ĝ − G_mp| / bound (must be <= 1); G_mp the independent oracle.
+
+    ``gradient_fn`` defaults to ``gr.closed_form_gradient`` looked up at call time (so a planted bug is seen)."""
+    G = (gradient_fn or gr.closed_form_gradient)(*inputs, **kw)[1].detach().numpy()
     exact = mp_gradient(*inputs, dps=DPS).astype(float)
     bound = objective_gradient_rounding_bound(*inputs).numpy()
     return float((np.abs(G - exact) / bound).max()), 1.0
 
 
-def check_closed_form_vs_autograd(inputs, gradient_fn=gr.closed_form_gradient) -> tuple[float, float]:
-    """P24: L1 closed form vs float64 autograd of Loss; both obey the same order-free γ bound."""
+def check_closed_form_vs_autograd(inputs, gradient_fn=None, **kw) -> tuple[float, float]:
+    """P24: L1 closed form vs float64 autograd of the independent einsum loss; both obey the same order-free γ bound."""
     A1, A2, A3, A4, A5, E, X, Y = inputs
     Xg = X.clone().requires_grad_()
-    (auto,) = torch.autograd.grad(gr.loss(A1, A2, A3, A4, A5, E, Xg, Y), Xg)
-    G = gradient_fn(*inputs)[1]
+    (auto,) = torch.autograd.grad(einsum_loss(A1, A2, A3, A4, A5, E, Xg, Y), Xg)
+    G = (gradient_fn or gr.closed_form_gradient)(*inputs, **kw)[1]
     bound = 2 * objective_gradient_rounding_bound(*inputs)
     return float(((G - auto).abs() / bound).max()), 1.0
 
 
+def shipped_mp_gradient(inputs, dps: int = DPS):
+    """The shipped materialised L1 chain (objective_terms, gradient_from_p) run on 50-digit mpmath numbers."""
+    mp = [to_mp(x) for x in inputs]
+    with mpmath.workdps(dps):
+        s = mpmath.mpf(1) / mp[0].shape[1]
+        return gr.gradient_from_p(mp[0], mp[1], mp[2], gr.objective_terms(*mp, scale=s).p, s)
+
+
 def check_closed_form_vs_finite_differences(inputs) -> tuple[float, float]:
-    """P24: 50-digit closed form vs 50-digit mpmath.diff of the loss: relative gap <= 10^-30."""
-    G = mp_gradient(*inputs, dps=DPS)
+    """P24: the shipped closed form at 50 digits vs 50-digit mpmath.diff of the independent loss: gap <= 10^-30."""
+    G = shipped_mp_gradient(inputs)
     fd = mp_finite_difference_gradient(*inputs, dps=DPS)
     with mpmath.workdps(DPS):
         scale = 1 + max(abs(g) for g in G.ravel())
@@ -194,13 +214,14 @@ def test_p25_rows_of_p_sum_to_zero_and_p2_is_row_scaling(inputs):
 
 
 def check_directional_derivative(inputs, X0) -> tuple[float, float]:
-    """P26: d/dλ Loss(λ X0) at λ = 1/2 (mpmath.diff) equals ⟨∇Loss(λ X0), X0⟩, to 30 digits."""
+    """P26: d/dλ Loss(λ X0) at λ = 1/2 (mpmath.diff of the independent oracle loss) equals ⟨∇Loss(λ X0), X0⟩ with
+    the shipped gradient, to 30 digits."""
     A1, A2, A3, A4, A5, E, _, Y = [to_mp(x) for x in inputs]
     X0m = to_mp(X0)
     with mpmath.workdps(DPS):
         s = mpmath.mpf(1) / A1.shape[1]
         lam = mpmath.mpf(1) / 2
-        deriv = mpmath.diff(lambda t: gr.loss(A1, A2, A3, A4, A5, E, X0m * t, Y, scale=s), lam)
+        deriv = mpmath.diff(lambda t: mp_loss(A1, A2, A3, A4, A5, E, X0m * t, Y, scale=s, dps=None), lam)
         t = gr.objective_terms(A1, A2, A3, A4, A5, E, X0m * lam, Y, scale=s)
         inner = (gr.gradient_from_p(A1, A2, A3, t.p, s) * X0m).sum()
         return float(abs(deriv - inner) / (1 + abs(inner))), 10.0**-FD_DIGITS
@@ -299,8 +320,8 @@ def check_factor_gradients(inputs, factors) -> tuple[float, float]:
     with mpmath.workdps(DPS):
         s = mpmath.mpf(1) / A[0].shape[1]
 
-        def loss_of(X1, X2, X3, Y1, Y2):
-            return gr.loss(*A, gr.compose_X(X1, X2, X3), gr.compose_Y(Y1, Y2), scale=s)
+        def loss_of(X1, X2, X3, Y1, Y2):  # the independent oracle loss (SPEC §3 by index loops)
+            return mp_loss(*A, gr.compose_X(X1, X2, X3), gr.compose_Y(Y1, Y2), scale=s, dps=None)
 
         X, Y = gr.compose_X(*F[:3]), gr.compose_Y(*F[3:])
         t = gr.objective_terms(*A, X, Y, scale=s)
@@ -313,7 +334,7 @@ def check_factor_gradients(inputs, factors) -> tuple[float, float]:
             mag = 1 + max(abs(x) for x in closed[j].ravel())
             worst = max(worst, max(abs(a - b) for a, b in zip(closed[j].ravel(), fd.ravel())) / mag)
         # L3 itself: dLoss/dY against finite differences in Y
-        fdY = _fd(lambda Yv: gr.loss(*A, X, Yv, scale=s), [Y], 0)
+        fdY = _fd(lambda Yv: mp_loss(*A, X, Yv, scale=s, dps=None), [Y], 0)
         worst = max(worst, max(abs(a - b) for a, b in zip(dY.ravel(), fdY.ravel())) / (1 + max(abs(x) for x in dY.ravel())))
         return float(worst), 10.0**-FD_DIGITS
 

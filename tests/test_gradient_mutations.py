@@ -1,14 +1,17 @@
 """Mutation evidence for the gradient suite (issue #2): each planted bug makes a named property fail.
 
 The property cores from properties/test_gradient.py run unchanged; the bug is planted by
-monkeypatching one function of verified_ta.gradient, and the same input passes without it.
+monkeypatching one function of verified_ta.gradient, and the same input passes without it. The oracles they
+compare with (verified_ta.oracles) share no code with verified_ta.gradient.
 """
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from properties import test_gradient as props
+from tests.gradient_mutants import plant
 from verified_ta import gradient as gr
 from verified_ta.products import kron
 from verified_ta.spec import spec
@@ -132,3 +135,42 @@ def test_swapped_factor_roles_are_caught_by_p29(monkeypatch):
     monkeypatch.setattr(gr, "factor_gradients", factor_gradients_with_swapped_factors)
     gap, tol = props.check_factor_gradients(x, f)
     assert gap > tol, "P29 must reject dX2 with the factor roles swapped"
+
+
+# ---------------------------------------------------------------- issue #10: the independent oracles catch the
+# planted bugs of tests/gradient_mutants.py (the same ones `verified-ta prove` must refute)
+
+ORACLE_CHECKS = {
+    # mutant: the oracle comparisons that must reject it (each passes on the clean code, asserted first)
+    "chunked gradient, wrong sign in p": [
+        ("mp_gradient oracle, chunk_size=1", lambda x: props.check_closed_form_vs_oracle(x, chunk_size=1)),
+        ("autograd of einsum_loss, chunk_size=1", lambda x: props.check_closed_form_vs_autograd(x, chunk_size=1)),
+    ],
+    "c = f h + E": [
+        ("mp_gradient oracle", props.check_closed_form_vs_oracle),
+        ("autograd of einsum_loss", props.check_closed_form_vs_autograd),
+        ("finite differences of mp_loss", props.check_closed_form_vs_finite_differences),
+    ],
+    # the torch path calls torch.softmax; the planted line sits in the numpy/mpmath path, run at 50 digits here
+    "softmax_rows subtracts the column max": [
+        ("finite differences of mp_loss", props.check_closed_form_vs_finite_differences),
+    ],
+    "objective scores with kron(A3, A2)": [
+        ("mp_gradient oracle", props.check_closed_form_vs_oracle),
+        ("autograd of einsum_loss", props.check_closed_form_vs_autograd),
+        ("finite differences of mp_loss", props.check_closed_form_vs_finite_differences),
+    ],
+}
+
+
+@spec("P24", "L1")
+@pytest.mark.parametrize("mutant", list(ORACLE_CHECKS))
+def test_independent_oracles_reject_each_planted_gradient_bug(monkeypatch, mutant):
+    x = _inputs()
+    for name, check in ORACLE_CHECKS[mutant]:
+        gap, tol = check(x)
+        assert gap <= tol, f"{name} fails on the clean code"
+    plant(monkeypatch, mutant)
+    for name, check in ORACLE_CHECKS[mutant]:
+        gap, tol = check(x)
+        assert gap > tol, f"{name} must reject {mutant!r} (gap {gap:.3g} <= {tol:.3g})"

@@ -95,3 +95,80 @@ def test_object_arrays_exact(name):
 def test_bad_input_raises_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ---------------------------------------------------------------- large sizes against the SPEC §1 index formulas
+
+
+def kron_by_index(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """SPEC §1 written out: [(i1·n2 + i2), (j1·d2 + j2)] = A[i1, j1]·B[i2, j2] (independent of verified_ta)."""
+    (n1, d1), (n2, d2) = a.shape, b.shape
+    out = np.empty((n1 * n2, d1 * d2))
+    for i1 in range(n1):
+        for i2 in range(n2):
+            for j1 in range(d1):
+                out[i1 * n2 + i2, j1 * d2:(j1 + 1) * d2] = a[i1, j1] * b[i2, :]
+    return out
+
+
+def khatri_rao_by_index(c: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """SPEC §1: [(i1·n2 + i2), l] = C[i1, l]·D[i2, l]."""
+    n1, n2 = c.shape[0], d.shape[0]
+    out = np.empty((n1 * n2, c.shape[1]))
+    for i1 in range(n1):
+        for i2 in range(n2):
+            out[i1 * n2 + i2] = c[i1] * d[i2]
+    return out
+
+
+def face_split_by_index(c: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """SPEC §1: [i, (l1·k2 + l2)] = C[i, l1]·D[i, l2]."""
+    k1, k2 = c.shape[1], d.shape[1]
+    out = np.empty((c.shape[0], k1 * k2))
+    for l1 in range(k1):
+        for l2 in range(k2):
+            out[:, l1 * k2 + l2] = c[:, l1] * d[:, l2]
+    return out
+
+
+LARGE = {  # (function, reference, shape of A, shape of B): n1·n2 (or k1·k2) in the hundreds to thousands
+    "kron": (kron, kron_by_index, (24, 3), (50, 4)),  # 1200 × 12
+    "khatri_rao": (khatri_rao, khatri_rao_by_index, (40, 5), (50, 5)),  # 2000 × 5
+    "khatri_rao, one-row factor": (khatri_rao, khatri_rao_by_index, (1, 3), (700, 3)),
+    "face_split": (face_split, face_split_by_index, (6, 30), (6, 40)),  # 6 × 1200
+}
+
+
+def products_match_index_formulas(fn, reference, shape_a, shape_b) -> bool:
+    """Each product equals its SPEC §1 index formula exactly (one correctly rounded product per entry), on numpy
+    arrays, torch tensors and a batch."""
+    a, b = rand(*shape_a), rand(*shape_b)
+    want = reference(a, b)
+    got = fn(a, b)
+    if got.shape != want.shape or not np.array_equal(got, want):
+        return False
+    if not np.array_equal(fn(torch.from_numpy(a), torch.from_numpy(b)).numpy(), want):
+        return False
+    batched = fn(np.stack([a, -a]), np.stack([b, b]))
+    return bool(np.array_equal(batched[0], want) and np.array_equal(batched[1], -want))
+
+
+@spec("T17")
+@pytest.mark.parametrize("name", LARGE)
+def test_products_at_large_sizes_match_the_index_formulas(name):
+    assert products_match_index_formulas(*LARGE[name])
+
+
+def khatri_rao_wrong_above_64_rows(c, d):
+    """Planted bug: rows in (i2, i1) order once n1·n2 > 64 (small tests and size-3 proofs never see it)."""
+    n1, n2, k = c.shape[-2], d.shape[-2], c.shape[-1]
+    if n1 * n2 > 64:
+        return (c[..., None, :, :] * d[..., :, None, :]).reshape(*c.shape[:-2], n1 * n2, k)
+    return khatri_rao(c, d)
+
+
+@spec("T17")
+def test_a_khatri_rao_wrong_only_above_64_rows_fails_the_large_size_test():
+    small = (khatri_rao_wrong_above_64_rows, khatri_rao_by_index, (4, 3), (5, 3))  # 20 rows: the bug is invisible
+    assert products_match_index_formulas(*small)
+    assert not products_match_index_formulas(khatri_rao_wrong_above_64_rows, *LARGE["khatri_rao"][1:])

@@ -52,17 +52,25 @@ def _rowsum(x: Any) -> Any:
 
 
 def softmax_rows(z: Any) -> Any:
-    """Row-wise softmax with the row max subtracted; torch, float numpy or mpmath object arrays."""
+    """Softmax along the last axis, u / Σu with u = exp(z − m) and m the row max (any per-row shift cancels: L6).
+
+    torch tensors use ``torch.softmax``; numpy arrays (float, or object arrays of mpmath numbers) take one path,
+    the one ``verified-ta prove`` runs symbolically.
+    """
     if isinstance(z, torch.Tensor):
         return torch.softmax(z, dim=-1)
-    if z.dtype == object:
+    m = z.max(axis=-1, keepdims=True)
+    u = _exp(z - m)
+    return u / u.sum(axis=-1, keepdims=True)
+
+
+def _exp(x: Any) -> Any:
+    """exp entrywise: numpy's ufunc (floats, and arrays that override ufuncs, NEP 13); mpmath's for object arrays."""
+    if x.dtype == object and type(x) is np.ndarray:
         import mpmath
 
-        m = np.array([max(row) for row in z], dtype=object)[:, None]
-        u = np.vectorize(mpmath.exp, otypes=[object])(z - m)
-        return u / _rowsum(u)[:, None]
-    u = np.exp(z - z.max(axis=1, keepdims=True))
-    return u / u.sum(axis=1, keepdims=True)
+        return np.vectorize(mpmath.exp, otypes=[object])(x)
+    return np.exp(x)
 
 
 def chain_terms(f: Any, h: Any, E: Any) -> ChainTerms:
@@ -129,7 +137,7 @@ def closed_form_gradient(
     for start in range(0, n, chunk_size):
         sl = slice(start, min(n, start + chunk_size))
         z = torch.einsum("jlm,al,bm->jab", ax[sl], A2, A3) * s
-        f = torch.softmax(z.reshape(z.shape[0], -1), -1).reshape(z.shape)
+        f = softmax_rows(z.reshape(z.shape[0], -1)).reshape(z.shape)
         c = torch.einsum("jab,abo->jo", f, hv) - E[sl]
         p1 = f * torch.einsum("jo,abo->jab", c, hv)
         p = p1 - p1.sum((1, 2))[:, None, None] * f

@@ -1,12 +1,14 @@
-"""High-precision oracles: mpmath at a stated precision, and rigorous Arb enclosures (python-flint).
+"""Oracles: mpmath at a stated precision, rigorous Arb enclosures (python-flint), and an einsum loss for autograd.
 
 Float inputs convert exactly (binary floats to mpf/arb, no decimal round trip). Precision is explicit:
 every function takes ``dps`` (decimal digits, mpmath) or ``prec`` (bits, Arb) and restores the
-global context afterwards. SPEC §2 (forward, LSE), §3 (loss, L1 gradient, finite differences).
+global context afterwards. SPEC §2 (forward, LSE), §3 (loss, L1 gradient, finite differences). Every oracle is
+written here from the SPEC formulas (index loops, ``einsum``) and shares no code with what it checks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -15,14 +17,13 @@ import mpmath
 import numpy as np
 import torch
 
-from . import gradient as _gradient
-
 __all__ = [
     "to_mp",
     "mp_attention",
     "mp_loss",
     "mp_gradient",
     "mp_finite_difference_gradient",
+    "einsum_loss",
     "mp_attention_vjp",
     "ArbEnclosure",
     "arb_attention",
@@ -64,8 +65,8 @@ def to_mp(x: Any, name: str = "x") -> np.ndarray:
     return out
 
 
-def _scale_mp(scale: float | None, d: int) -> mpmath.mpf:
-    return mpmath.mpf(1) / d if scale is None else mpmath.mpf(float(scale))
+def _scale_mp(scale: Any, d: int) -> mpmath.mpf:
+    return mpmath.mpf(1) / d if scale is None else mpmath.mpf(scale)
 
 
 def _visible_pairs(i: int, n1: int, n2: int, causal: bool, window) -> list[tuple[int, int]]:
@@ -165,31 +166,75 @@ def mp_attention_vjp(
 
 def _objective_mp(A1, A2, A3, A4, A5, E, X, Y):
     names = ("A1", "A2", "A3", "A4", "A5", "E", "X", "Y")
-    return [to_mp(x, nm) for x, nm in zip((A1, A2, A3, A4, A5, E, X, Y), names)]
+    args = [to_mp(x, nm) for x, nm in zip((A1, A2, A3, A4, A5, E, X, Y), names)]
+    n, d = args[0].shape
+    expected = {**{k: (n, d) for k in names[:6]}, "X": (d, d * d), "Y": (d * d, d)}
+    for nm, a in zip(names, args):
+        if a.shape != expected[nm]:
+            raise ValueError(f"{nm} must have shape {expected[nm]} (n={n}, d={d}); got {a.shape}")
+    return args
 
 
-def mp_loss(A1, A2, A3, A4, A5, E, X, Y, *, scale: float | None = None, dps: int = 50) -> mpmath.mpf:
-    """Loss(X) of SPEC §3 at ``dps`` digits (the materialised chain in mpmath arithmetic)."""
-    _check_precision("dps", dps)
+def _spec_objective(A1, A2, A3, A4, A5, E, X, Y, s):
+    """SPEC §3 by index loops (independent of ``verified_ta.gradient``): the softmax f[j][a][b] of
+    S[j,(a,b)] = s·Σ_{l,m,o} A1[j,l] X[l, m·d+o] A2[a,m] A3[b,o], the values h[a][b][o] =
+    Σ_{l,m} A4[a,l] A5[b,m] Y[l·d+m, o] and the residual c[j][o] = Σ_{a,b} f[j][a][b] h[a][b][o] − E[j,o]."""
+    n, d = A1.shape
+    fsum = mpmath.fsum
+    ax = [[[fsum(A1[j, l] * X[l, m * d + o] for l in range(d)) for o in range(d)] for m in range(d)] for j in range(n)]
+    f = []
+    for j in range(n):
+        scores = [[s * fsum(ax[j][m][o] * A2[a, m] * A3[b, o] for m in range(d) for o in range(d)) for b in range(n)]
+                  for a in range(n)]
+        top = max(max(row) for row in scores)
+        u = [[mpmath.exp(z - top) for z in row] for row in scores]
+        total = fsum(x for row in u for x in row)
+        f.append([[x / total for x in row] for row in u])
+    h = [[[fsum(A4[a, l] * A5[b, m] * Y[l * d + m, o] for l in range(d) for m in range(d)) for o in range(d)]
+          for b in range(n)] for a in range(n)]
+    c = [[fsum(f[j][a][b] * h[a][b][o] for a in range(n) for b in range(n)) - E[j, o] for o in range(d)]
+         for j in range(n)]
+    return f, h, c
+
+
+def mp_loss(A1, A2, A3, A4, A5, E, X, Y, *, scale: Any = None, dps: int | None = 50) -> mpmath.mpf:
+    """Loss(X) = ½‖f h − E‖² of SPEC §3 at ``dps`` digits, by index loops (shares no code with ``gradient``).
+
+    ``dps=None`` keeps the caller's working precision (e.g. inside ``mpmath.diff``, which raises it)."""
     args = _objective_mp(A1, A2, A3, A4, A5, E, X, Y)
-    with mpmath.workdps(dps):
-        return +_gradient.loss(*args, scale=_scale_mp(scale, args[0].shape[1]))
+    with mpmath.workdps(_check_precision("dps", dps)) if dps is not None else contextlib.nullcontext():
+        _, _, c = _spec_objective(*args, _scale_mp(scale, args[0].shape[1]))
+        return mpmath.fsum(x * x for row in c for x in row) / 2
 
 
 def mp_gradient(A1, A2, A3, A4, A5, E, X, Y, *, scale: float | None = None, dps: int = 50) -> np.ndarray:
-    """L1 closed form dLoss/dX at ``dps`` digits (object array d × d²)."""
+    """dLoss/dX (d × d² object array) at ``dps`` digits from the SPEC §3 table by index loops, sharing no code with
+    ``verified_ta.gradient``: q[j,a,b] = Σ_o c[j,o] h[a,b,o], r[j] = Σ_{a,b} f q, p = f∘(q − r) and
+    G[l, m·d+o] = s·Σ_{j,a,b} A1[j,l] p[j,a,b] A2[a,m] A3[b,o] (L1)."""
     _check_precision("dps", dps)
     args = _objective_mp(A1, A2, A3, A4, A5, E, X, Y)
+    A1m, A2m, A3m = args[:3]
+    n, d = A1m.shape
+    fsum = mpmath.fsum
     with mpmath.workdps(dps):
-        s = _scale_mp(scale, args[0].shape[1])
-        t = _gradient.objective_terms(*args, scale=s)
-        return _gradient.gradient_from_p(args[0], args[1], args[2], t.p, s)
+        s = _scale_mp(scale, d)
+        f, h, c = _spec_objective(*args, s)
+        p = []
+        for j in range(n):
+            q = [[fsum(c[j][o] * h[a][b][o] for o in range(d)) for b in range(n)] for a in range(n)]
+            r = fsum(f[j][a][b] * q[a][b] for a in range(n) for b in range(n))
+            p.append([[f[j][a][b] * (q[a][b] - r) for b in range(n)] for a in range(n)])
+        grad = np.empty((d, d * d), dtype=object)
+        for l, m, o in np.ndindex(d, d, d):
+            grad[l, m * d + o] = s * fsum(A1m[j, l] * p[j][a][b] * A2m[a, m] * A3m[b, o]
+                                          for j in range(n) for a in range(n) for b in range(n))
+        return grad
 
 
 def mp_finite_difference_gradient(
     A1, A2, A3, A4, A5, E, X, Y, *, scale: float | None = None, dps: int = 50
 ) -> np.ndarray:
-    """dLoss/dX by ``mpmath.diff`` on the loss written in mpmath arithmetic, one coordinate at a time."""
+    """dLoss/dX by ``mpmath.diff`` of the loss written by index loops (:func:`mp_loss`'s), one coordinate at a time."""
     _check_precision("dps", dps)
     args = _objective_mp(A1, A2, A3, A4, A5, E, X, Y)
     Xmp = args[6]
@@ -201,10 +246,24 @@ def mp_finite_difference_gradient(
             def loss_at(t, idx=idx):
                 Xt = Xmp.copy()
                 Xt[idx] = t
-                return _gradient.loss(*args[:6], Xt, args[7], scale=s)
+                _, _, c = _spec_objective(*args[:6], Xt, args[7], s)
+                return mpmath.fsum(x * x for row in c for x in row) / 2
 
             grad[idx] = mpmath.diff(loss_at, Xmp[idx])
     return grad
+
+
+def einsum_loss(A1, A2, A3, A4, A5, E, X, Y, *, scale: float | None = None) -> torch.Tensor:
+    """Loss(X) of SPEC §3 in torch by ``einsum`` (differentiable; for autograd checks), sharing no code with
+    ``verified_ta.gradient``: S[j,a,b] = s·Σ A1[j,l] X[l,(m,o)] A2[a,m] A3[b,o], f = softmax over (a, b),
+    h[a,b,o] = Σ A4[a,l] A5[b,m] Y[(l,m),o], c = Σ_{a,b} f h − E."""
+    n, d = A1.shape
+    s = 1.0 / d if scale is None else scale
+    scores = torch.einsum("jl,lmo,am,bo->jab", A1, X.reshape(d, d, d), A2, A3) * s
+    f = torch.softmax(scores.reshape(n, n * n), dim=-1).reshape(n, n, n)
+    h = torch.einsum("al,bm,lmo->abo", A4, A5, Y.reshape(d, d, d))
+    c = torch.einsum("jab,abo->jo", f, h) - E
+    return 0.5 * (c * c).sum()
 
 
 @dataclass
