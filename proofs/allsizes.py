@@ -80,7 +80,7 @@ def prove_all_sizes(proof: AllSizesProof, rlimit: int = DEFAULT_RLIMIT, timeout_
         res, s = _check([*ob.hypotheses, z3.Not(ob.goal)], rlimit, timeout_ms)
         if res != z3.unsat:
             status = "failed" if res == z3.sat and ob.refutes else "unknown"
-            why = {z3.unknown: s.reason_unknown(), z3.sat: "counterexample" if ob.refutes else "does not hold"}[res]
+            why = s.reason_unknown() if res == z3.unknown else "counterexample" if ob.refutes else "does not hold"
             return AllSizesResult(status, k, time.perf_counter() - t0, "sat", f"{ob.name}: {why}")
     return AllSizesResult("proved", len(obligations), time.perf_counter() - t0, "sat")
 

@@ -571,7 +571,7 @@ def prove_cut(cut: "Cut", ops: Ops, rlimit: int, timeout_ms: int) -> tuple[Outco
     for group_hyps, group_claims in _components(hyps, claims):
         vac = check(group_hyps, None, rlimit, timeout_ms)
         if vac.status != "sat":
-            return Outcome("sat", vac.seconds, reason=f"cut {cut.name}: hypotheses {vac.status}"), vac
+            return Outcome("unsat", vac.seconds, reason=f"cut {cut.name}: hypotheses {vac.status}"), vac
         res = check([*group_hyps, z3.Not(z3.And(group_claims))], None, rlimit, timeout_ms)
         if res.status != "unsat":
             return Outcome(res.status, res.seconds, res.model, f"cut {cut.name}: {res.reason or 'counterexample'}"), vac
@@ -680,9 +680,9 @@ def sweep(
             largest, current = current, size
         res, vac = prove_statement(proof, dims, rlimit, timeout_ms)
         if vac.status != "sat":
-            vac_status = vac.status
-            return SweepResult("failed", largest, proved, time.perf_counter() - t0, vac.status,
-                               f"hypotheses alone are {vac.status} at {dims} (vacuous)")
+            why = "(vacuous)" if vac.status == "unsat" else f"({vac.reason})"
+            return SweepResult("failed" if vac.status == "unsat" else "unknown", largest, proved,
+                               time.perf_counter() - t0, vac.status, f"hypotheses alone are {vac.status} at {dims} {why}")
         if res.status != "unsat":
             why = "counterexample" if res.status == "sat" else f"unknown ({res.reason})"
             status = "failed" if res.status == "sat" else "unknown"

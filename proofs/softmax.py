@@ -1,21 +1,19 @@
-"""Softmax Jacobian and the gradient factorisation on the shipped chain (T14–T16, SPEC §3 coordinate chain, L1–L3, L6).
+"""The shipped softmax and the gradient chain (P18, L6, T14–T16, SPEC §3 coordinate chain, L1–L3).
 
-Derivatives are dual numbers (:class:`proofs.engine.Dual`) pushed through the shipped code; exp is the
-uninterpreted ``E`` with ground instances only. No query divides: the softmax f = u/α (α = u 1) is the pair
-(f, α) with hypotheses E(z) = α∘f, α > 0, f 1 = 1 (every positive u has exactly one such pair: P18 proves
-the quotient form implies it), and a derivative f' is pinned by its defining equation (f·α)' = u', i.e.
-f'·α + f·α' = u', whose solution is unique because α > 0. A claimed f' is proved by showing it solves that
-equation.
+``softmax_rows`` runs unchanged on :class:`proofs.symarray.SymArray` inputs: its row max becomes a shift M (any
+real: the proof holds for every M, and E(z − M)E(M) = E(z) ground instances make it cancel, L6), its division an
+unknown w with w·den = num, exp the uninterpreted ``E``. Derivatives are dual numbers
+(:class:`proofs.engine.Dual`) pushed through the shipped code. The SPEC softmax, where a statement needs it, is
+the pair (f, α) with hypotheses E(z) = α∘f, α > 0, f 1 = 1 (one solution: α = ΣE(z)), and a derivative f' is
+pinned by its defining equation (f·α)' = u', unique because α > 0.
 """
 
 from __future__ import annotations
 
 from fractions import Fraction
-
-import numpy as np
-
 from typing import Any
 
+import numpy as np
 import z3
 
 from verified_ta import gradient

@@ -11,6 +11,7 @@ import torch
 
 from verified_ta.oracles import (
     arb_attention,
+    einsum_loss,
     mp_attention,
     mp_attention_vjp,
     mp_finite_difference_gradient,
@@ -127,3 +128,46 @@ def test_non_finite_and_mismatched_inputs_are_rejected():
         mp_attention(*_x()[:1], *_x(n=4)[1:], causal=True)
     with pytest.raises(ValueError, match="real numeric"):
         to_mp(np.array(["a"]))
+
+
+@spec("P24", "L1")
+def test_the_gradient_oracles_share_no_code_with_what_they_check():
+    """verified_ta.oracles imports neither verified_ta.gradient nor the products (issue #10): a bug there cannot
+    reach the oracle."""
+    import ast
+    import inspect
+
+    from verified_ta import oracles
+
+    imported = set()
+    for node in ast.walk(ast.parse(inspect.getsource(oracles))):
+        if isinstance(node, ast.ImportFrom):
+            imported |= {f"{node.module or ''}.{a.name}" for a in node.names} | {node.module or ""}
+        elif isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names}
+    assert not {m for m in imported if "gradient" in m or "products" in m}, imported
+
+
+@spec("L1", "P24")
+def test_einsum_loss_and_mp_loss_agree_within_the_rounding_bound():
+    from verified_ta.fp_bounds import objective_rounding_bounds
+
+    g = torch.Generator().manual_seed(5)
+    n, d = 3, 2
+    args = [torch.rand(n, d, generator=g, dtype=torch.float64) * 2 - 1 for _ in range(6)]
+    args += [torch.rand(d, d * d, generator=g, dtype=torch.float64), torch.rand(d * d, d, generator=g, dtype=torch.float64)]
+    exact = mp_loss(*args, dps=40)
+    bound = float(objective_rounding_bounds(*args)["loss"])
+    assert abs(float(einsum_loss(*args)) - float(exact)) <= bound
+    # and with a scale of the caller's choice, in the caller's precision (dps=None, as inside mpmath.diff)
+    with mpmath.workdps(60):
+        at_60 = mp_loss(*args, scale=1 / 3, dps=None)  # the float 1/3, exactly
+    bound = float(objective_rounding_bounds(*args, scale=1 / 3)["loss"])
+    assert abs(float(einsum_loss(*args, scale=1 / 3)) - float(at_60)) <= bound
+
+
+def test_objective_oracles_reject_bad_shapes():
+    args = [torch.zeros(2, 2, dtype=torch.float64) for _ in range(6)] + [torch.zeros(2, 4), torch.zeros(4, 2)]
+    args[6] = torch.zeros(2, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="X must have shape"):
+        mp_gradient(*args)

@@ -26,13 +26,17 @@ def _exit_code(records: list[Any]) -> ExitCode:
 def _summary(records: list[Any]) -> list[str]:
     """Plain sentences saying exactly what was proved, at which sizes, and what was not."""
     from ..prove import ALL_SIZES_TRUSTS
+    from ..spec import SPEC_IDS
+
+    order = list(SPEC_IDS)
 
     by_id: dict[str, list[Any]] = {}
     for r in records:
         for i in r.spec_ids:
             by_id.setdefault(i, []).append(r)
-    all_sizes = sorted(i for i, rs in by_id.items()
-                       if any(r.scope == "all sizes" for r in rs) and all(r.passed for r in rs if r.scope == "all sizes"))
+    all_sizes = sorted((i for i, rs in by_id.items()
+                        if any(r.scope == "all sizes" for r in rs) and all(r.passed for r in rs if r.scope == "all sizes")),
+                       key=order.index)
     lines = [f"all sizes: {', '.join(all_sizes) or 'none'} (rows scoped 'all': the shipped code traced on symbolic "
              f"sizes; trusts {ALL_SIZES_TRUSTS})."]
     swept = [r for r in records if r.scope == "swept" and r.passed]
