@@ -94,7 +94,7 @@ def _shipped(v: V, ops: Ops) -> list[SymArray]:
     return [SymArray(v[k], ops) for k in INPUTS]
 
 
-@spec("L1", "T7", "T8", "P18")
+@spec("L1")
 def objective_terms_are_spec(v: V, ops: Ops, mutant: bool) -> Statement:
     """The shipped ``objective_terms`` gives the SPEC f, h, c, and ``loss`` the SPEC loss, for every scale s.
 
@@ -115,7 +115,7 @@ def objective_terms_are_spec(v: V, ops: Ops, mutant: bool) -> Statement:
 def gradient_is_spec_derivative(chunk_size: int | None) -> Any:
     """The L1 statement for ``closed_form_gradient(..., chunk_size=chunk_size)``."""
 
-    @spec("L1", "T15", "T16")
+    @spec("L1")
     def build(v: V, ops: Ops, mutant: bool) -> Statement:
         """The shipped ``closed_form_gradient`` returns the SPEC loss and, in every coordinate x_i of X, its
         derivative d/dx_i ½‖f h − E‖² (dual numbers through the SPEC scores; df = S'∘f − ⟨S', f⟩f, checked
@@ -156,14 +156,14 @@ def _shapes(s: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
 
 PROOFS: list[SweptProof] = [
     SweptProof(
-        ("L1", "T7", "T8", "P18"), "objective_terms, loss = SPEC §3",
+        ("L1",), "objective_terms, loss = SPEC §3",
         "shipped f, h, c and loss = SPEC §3 built by index loops (softmax_rows cut to the SPEC softmax)", ("n", "d"),
         _shapes, objective_terms_are_spec, "SPEC scores with A3, A2 exchanged", dict(n=2, d=1), default_max=2,
         quick_caps={"d": 1},
     ),
     *[
         SweptProof(
-            ("L1", "T15", "T16"), f"closed_form_gradient, chunk_size={chunk}: = dLoss/dX",
+            ("L1",), f"closed_form_gradient, chunk_size={chunk}: = dLoss/dX",
             f"shipped (Loss, G) with chunk_size={chunk} = (SPEC loss, its derivative in every x_i)", ("n", "d"),
             _shapes, gradient_is_spec_derivative(chunk), "SPEC loss without its ½", dict(n=2, d=1), default_max=2,
             quick_caps={"d": 1},

@@ -11,6 +11,66 @@ import typer
 
 from . import ExitCode
 
+#: what each exit code means for this command (rendered in the CLI reference of the documentation site)
+EXIT_CODES = {
+    ExitCode.OK: "every proof selected is proved, is not vacuous, and its negative control is refuted",
+    ExitCode.FAILED: "a statement is refuted (z3 found a counterexample on the shipped code), or a negative control "
+                     "was not refuted (the check may be blind)",
+    ExitCode.USAGE: "bad options: an unknown SPEC ID in --only, --max-size below 1",
+    ExitCode.INCONCLUSIVE: "z3 answered unknown (resource limit or timeout), or an all-sizes proof could not be built "
+                           "(the code branches on a size, or leaves the traced model): nothing is claimed for it",
+}
+
+_TEXT, _BOOL = {"type": "string"}, {"type": "boolean"}
+#: the JSON document ``--json`` writes (JSON Schema, draft 2020-12)
+JSON_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "verified-ta prove",
+    "type": "object",
+    "required": ["schema_version", "tool", "version", "command", "records", "passed", "exit_code"],
+    "properties": {
+        "schema_version": {"type": "integer"},
+        "tool": {"const": "verified-ta"},
+        "version": _TEXT,
+        "command": {"const": "prove"},
+        "records": {
+            "type": "array",
+            "description": "one record per proof run, in catalogue order",
+            "items": {
+                "type": "object",
+                "required": ["spec_ids", "name", "statement", "scope", "sizes", "largest_size", "result", "seconds",
+                             "vacuity", "negative_control", "control_status", "control_confirmed", "trusted",
+                             "second_solver", "detail", "extra", "verdict"],
+                "properties": {
+                    "spec_ids": {"type": "array", "items": {"type": "string", "pattern": "^[TLAP][1-9][0-9]*$"}},
+                    "name": _TEXT,
+                    "statement": _TEXT,
+                    "scope": {"enum": ["all sizes", "swept"],
+                              "description": "all sizes: traced on symbolic sizes; swept: every shape up to the size"},
+                    "sizes": _TEXT,
+                    "largest_size": {"type": ["integer", "null"],
+                                     "description": "swept: every dimension up to this size is proved"},
+                    "result": {"enum": ["proved", "failed", "unknown"]},
+                    "seconds": {"type": ["number", "null"]},
+                    "vacuity": {"type": "string", "description": "z3's answer on the hypotheses alone (sat: not vacuous)"},
+                    "negative_control": _TEXT,
+                    "control_status": _TEXT,
+                    "control_confirmed": _BOOL,
+                    "trusted": {"type": "string", "description": "what an all-sizes proof takes on trust"},
+                    "second_solver": _TEXT,
+                    "detail": _TEXT,
+                    "extra": {"type": "object"},
+                    "verdict": {"enum": ["proved", "refuted", "unknown", "control failed"]},
+                },
+                "additionalProperties": False,
+            },
+        },
+        "passed": _BOOL,
+        "exit_code": {"enum": [int(c) for c in (ExitCode.OK, ExitCode.FAILED, ExitCode.INCONCLUSIVE)]},
+    },
+    "additionalProperties": False,
+}
+
 _VERDICT_STYLE = {"proved": "green", "refuted": "bold red", "unknown": "bold yellow", "control failed": "bold red"}
 
 
