@@ -147,10 +147,12 @@ class Ops:
             self.cuts.append(Cut(name, list(self.facts), list(claims)))
             self.facts = list(claims)
 
-    def softmax(self, rows: np.ndarray) -> np.ndarray:
+    def softmax(self, rows: np.ndarray, normaliser: bool = False) -> Any:
         """The SPEC softmax of each row z (n × m): unknowns f, α with E(z_k) = α f_k, Σ_k f_k = 1, α > 0 (division
-        free; α = ΣE(z) is the one solution). Rows equal as polynomials share their unknowns (E's congruence)."""
+        free; α = ΣE(z) is the one solution). Rows equal as polynomials share their unknowns (E's congruence).
+        Returns f, or (f, α) with ``normaliser``."""
         out = np.empty(rows.shape, dtype=object)
+        alphas = np.empty(rows.shape[0], dtype=object)
         for j, row in enumerate(rows):
             if self.symbolic:
                 key = tuple(self.canonical(t).get_id() for t in row)
@@ -166,8 +168,8 @@ class Ops:
                     u = [self.exp(t) for t in row]
                     self.facts += [uk == alpha * fk for uk, fk in zip(u, f)] + [z3.Sum(list(f)) == 1, alpha > 0]
                 self._softmax.append((f, alpha))
-            out[j] = self._softmax[index][0]
-        return out
+            out[j], alphas[j] = self._softmax[index]
+        return (out, alphas) if normaliser else out
 
     def purified(self, app: z3.ArithRef) -> z3.ArithRef:
         """The fresh Real standing for the ground application ``app`` = E(t) (one per distinct term)."""
@@ -515,7 +517,7 @@ class SweptProof:
 def shapes_up_to(
     dims: Sequence[str], k: int, dim_min: dict[str, int] | None = None, caps: dict[str, int] | None = None
 ) -> list[dict[str, int]]:
-    """Every assignment of the named dimensions to lo..min(k, cap), ordered by largest dimension then lexicographically."""
+    """Every assignment of the named dimensions to lo..min(k, cap), by largest dimension, then lexicographically."""
     lo, cap = dim_min or {}, caps or {}
     ranges = [range(lo.get(d, 1), min(k, cap.get(d, k)) + 1) for d in dims]
     combos = sorted(itertools.product(*ranges), key=lambda c: (max(c), c))
@@ -682,7 +684,8 @@ def sweep(
         if vac.status != "sat":
             why = "(vacuous)" if vac.status == "unsat" else f"({vac.reason})"
             return SweepResult("failed" if vac.status == "unsat" else "unknown", largest, proved,
-                               time.perf_counter() - t0, vac.status, f"hypotheses alone are {vac.status} at {dims} {why}")
+                               time.perf_counter() - t0, vac.status,
+                               f"hypotheses alone are {vac.status} at {dims} {why}")
         if res.status != "unsat":
             why = "counterexample" if res.status == "sat" else f"unknown ({res.reason})"
             status = "failed" if res.status == "sat" else "unknown"

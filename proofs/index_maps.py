@@ -129,7 +129,7 @@ def _formula(shape, entry, like: Traced) -> Traced:
 
 @spec("T17")
 def t17_kron_formula(v: dict[str, Traced], ops: Ops, mutant: bool) -> Statement:
-    """kron(A, B)[(i1·n2+i2), (j1·d2+j2)] = A[i1,j1]·B[i2,j2] (SPEC §1); control: the pairs read in swapped order."""
+    """kron(A, B)[(i1·n2+i2), (j1·d2+j2)] = A[i1,j1]·B[i2,j2] (SPEC §1); control: pairs read in swapped order."""
     a, b = v["A"], v["B"]
     (na, da), (nb, db) = a.shape, b.shape
 

@@ -44,24 +44,6 @@ def _perturb(x: np.ndarray, index: tuple[int, ...]) -> np.ndarray:
     return np.vectorize(Dual, otypes=[object])(x, _unit(x.shape, index))
 
 
-def _softmax(u: np.ndarray, ops: Ops, name: str) -> tuple[np.ndarray, np.ndarray, Statement]:
-    """Row-wise softmax of u = E(z) as unknowns (f, α) with hypotheses u = α∘f, f 1 = 1, α > 0 (see module doc).
-
-    Returns f, α and a Statement carrying only those hypotheses (merge with :func:`_with`).
-    """
-    n, m = u.shape
-    f, alpha = ops.unknown(name, (n, m)), ops.unknown(f"{name}_alpha", (n,))
-    eqs = [(u[j, k], alpha[j] * f[j, k]) for j in range(n) for k in range(m)]
-    eqs += [(f[j].sum(), 1) for j in range(n)]
-    return f, alpha, Statement(None, None, eqs, list(alpha))
-
-
-def _with(st: Statement, hyps: Statement) -> Statement:
-    st.equalities += hyps.equalities
-    st.positives += hyps.positives
-    return st
-
-
 def _shipped_softmax(z: np.ndarray, ops: Ops) -> np.ndarray:
     """The shipped ``softmax_rows`` on z (a SymArray: its row max is a shift, its division an unknown)."""
     return np.asarray(gradient.softmax_rows(SymArray(z, ops)))
@@ -170,7 +152,8 @@ def t14_inner_products(v: V, ops: Ops, mutant: bool) -> Statement:
 def t16_jacobian_product_and_row_sums(v: V, ops: Ops, mutant: bool) -> Statement:
     """Rows of the shipped p equal (diag(f_j0) − f_j0 f_j0^T) q_j0, and rows of p sum to 0 when rows of f sum to 1.
 
-    p comes from the shipped ``chain_terms(f, h, E)``, q from the SPEC table. Control: p2 with column instead of row scaling (p1 − f·diag(1^T p1)).
+    p comes from the shipped ``chain_terms(f, h, E)``, q from the SPEC table. Control: p2 with column instead of
+    row scaling (p1 − f·diag(1^T p1)).
     """
     f, h, e = v["f"], v["h"], v["E"]
     t = chain_terms(f, h, e)
@@ -202,7 +185,7 @@ def chain_coordinate_derivatives(v: V, ops: Ops, mutant: bool) -> Statement:
     a1, a2, a3, x = v["A1"], v["A2"], v["A3"], v["X"]
     n, d = a1.shape
     s = ops.const(Fraction(1, d))
-    f, alpha, hyps = _softmax(np.vectorize(ops.exp, otypes=[object])(_scores(a1, a2, a3, x, s)), ops, "f")
+    f, alpha = ops.softmax(_scores(a1, a2, a3, x, s), normaliser=True)
     big = _big(a1, a2, a3)
     claimed = ops.const(1) if mutant else s
     lhs, rhs = [], []
@@ -215,7 +198,7 @@ def chain_coordinate_derivatives(v: V, ops: Ops, mutant: bool) -> Statement:
         df = col * f - (col * f).sum(axis=1)[:, None] * f
         lhs += [ue, df * alpha[:, None] + f * dalpha[:, None]]  # du; df·α + f·α'
         rhs += [du, ue]  # claimed du; u'
-    return _with(Statement(_flat(*lhs), _flat(*rhs)), hyps)
+    return Statement(_flat(*lhs), _flat(*rhs))
 
 
 @spec("L1", "T16")
@@ -295,12 +278,14 @@ PROOFS: list[SweptProof] = [
         default_max=4,
     ),
     SweptProof(
-        ("T15",), "T15 Jacobian of the shipped softmax_rows", "J x = f∘x − ⟨f,x⟩f, i.e. ∂f_i/∂z_j = f_i(δ_ij − f_j)",
+        ("T15",), "T15 Jacobian of the shipped softmax_rows",
+        "J x = f∘x − ⟨f,x⟩f, i.e. ∂f_i/∂z_j = f_i(δ_ij − f_j)",
         ("m",), lambda s: {"z": (1, s["m"]), "x": (1, s["m"])}, t15_softmax_jacobian, "wrong index: f_i(δ_ij − f_i)",
         dict(m=2), default_max=8,
     ),
     SweptProof(
-        ("T15",), "T15 the Jacobian is PSD (SOS)", "x^T J x = ½Σ f_i f_j (x_i−x_j)² ≥ 0, J of the shipped softmax_rows",
+        ("T15",), "T15 the Jacobian is PSD (SOS)",
+        "x^T J x = ½Σ f_i f_j (x_i−x_j)² ≥ 0, J of the shipped softmax_rows",
         ("m",), lambda s: {"z": (1, s["m"]), "x": (1, s["m"])}, t15_jacobian_psd, "½ dropped", dict(m=2),
         default_max=8,
     ),

@@ -69,7 +69,8 @@ def _replace_everywhere(monkeypatch, name, fn):
     """Replace ``name`` in verified_ta.products and in every module that imported it by name."""
     original = getattr(shipped_products, name)
     for mod in list(sys.modules.values()):
-        if mod is not None and getattr(mod, name, None) is original and mod.__name__.startswith(("verified_ta", "proofs")):
+        ours = mod is not None and mod.__name__.startswith(("verified_ta", "proofs"))
+        if ours and getattr(mod, name, None) is original:
             monkeypatch.setattr(mod, name, fn)
 
 
@@ -104,7 +105,8 @@ def test_a_nonsense_identity_is_not_proved():
     right-hand side (V^T R)∘(W^T P) fails its link to the index lemma, and is refuted at a concrete size."""
     def nonsense(v, ops, mutant):
         vv, w, p, r = v["V"], v["W"], v["P"], v["R"]
-        return Statement(shipped_products.khatri_rao(vv, w).T @ shipped_products.khatri_rao(p, r), (vv.T @ r) * (w.T @ p))
+        lhs = shipped_products.khatri_rao(vv, w).T @ shipped_products.khatri_rao(p, r)
+        return Statement(lhs, (vv.T @ r) * (w.T @ p))
 
     claim = SweptProof(("T3",), "nonsense", "(V⊘W)^T(P⊘R) = (V^T R)∘(W^T P)", ("n", "k1", "k2"),
                        lambda s: {"V": (s["n"], s["k1"]), "W": (s["n"], s["k1"]), "P": (s["n"], s["k2"]),

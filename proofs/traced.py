@@ -65,8 +65,8 @@ def _side_conditions(trace: Trace, start: int, env: dict, ranges: list[z3.BoolRe
     out = []
     for p, r, s in trace.side_conditions[start:]:
         goal = z3.And(r.to_z3(env) >= 0, r.to_z3(env) < s.to_z3(env), p.to_z3(env) >= 0)
-        out.append(Obligation(f"{what}: index split F = ({p})·({s}) + ({r}) has 0 ≤ R < s, P ≥ 0", tuple(ranges), goal,
-                              refutes=False))
+        out.append(Obligation(f"{what}: index split F = ({p})·({s}) + ({r}) has 0 ≤ R < s, P ≥ 0",
+                              tuple(ranges), goal, refutes=False))
     return out
 
 

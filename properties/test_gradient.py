@@ -113,7 +113,7 @@ def check_closed_form_vs_oracle(inputs, gradient_fn=None, **kw) -> tuple[float, 
 
 
 def check_closed_form_vs_autograd(inputs, gradient_fn=None, **kw) -> tuple[float, float]:
-    """P24: L1 closed form vs float64 autograd of the independent einsum loss; both obey the same order-free γ bound."""
+    """P24: L1 closed form vs float64 autograd of the independent einsum loss (the same order-free γ bound)."""
     A1, A2, A3, A4, A5, E, X, Y = inputs
     Xg = X.clone().requires_grad_()
     (auto,) = torch.autograd.grad(einsum_loss(A1, A2, A3, A4, A5, E, Xg, Y), Xg)

@@ -155,7 +155,7 @@ def test_einsum_loss_and_mp_loss_agree_within_the_rounding_bound():
     g = torch.Generator().manual_seed(5)
     n, d = 3, 2
     args = [torch.rand(n, d, generator=g, dtype=torch.float64) * 2 - 1 for _ in range(6)]
-    args += [torch.rand(d, d * d, generator=g, dtype=torch.float64), torch.rand(d * d, d, generator=g, dtype=torch.float64)]
+    args += [torch.rand(s, generator=g, dtype=torch.float64) for s in ((d, d * d), (d * d, d))]
     exact = mp_loss(*args, dps=40)
     bound = float(objective_rounding_bounds(*args)["loss"])
     assert abs(float(einsum_loss(*args)) - float(exact)) <= bound

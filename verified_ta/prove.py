@@ -1,5 +1,5 @@
-"""Run the z3 proofs of ``proofs/`` (SPEC §4 T1–T17, §3 objective and gradient, L1–L3, L6, L8/P30–P31) and report
-one record per proof.
+"""Run the z3 proofs of ``proofs/`` (SPEC §4 T1–T17, §3 objective and gradient, L1–L3, L6, L8/P30–P31); one
+record per proof.
 
 Two kinds of claim, never mixed up:
 
@@ -32,7 +32,8 @@ __all__ = ["ProofRecord", "catalogue", "run_proofs", "quick_prove_rows", "QUICK_
 QUICK_MAX_SIZE = 2
 
 #: what an all-sizes proof takes on trust (JSON ``trusted``; README)
-ALL_SIZES_TRUSTS = "numpy's indexing, broadcasting, C-order reshape, @ and .T semantics, as modelled in proofs/tracing.py"
+ALL_SIZES_TRUSTS = ("numpy's indexing, broadcasting, C-order reshape, @ and .T semantics, as modelled in "
+                    "proofs/tracing.py")
 
 
 @dataclass

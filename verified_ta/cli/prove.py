@@ -52,7 +52,8 @@ JSON_SCHEMA = {
                                      "description": "swept: every dimension up to this size is proved"},
                     "result": {"enum": ["proved", "failed", "unknown"]},
                     "seconds": {"type": ["number", "null"]},
-                    "vacuity": {"type": "string", "description": "z3's answer on the hypotheses alone (sat: not vacuous)"},
+                    "vacuity": {"type": "string",
+                                "description": "z3's answer on the hypotheses alone (sat: not vacuous)"},
                     "negative_control": _TEXT,
                     "control_status": _TEXT,
                     "control_confirmed": _BOOL,
@@ -94,9 +95,11 @@ def _summary(records: list[Any]) -> list[str]:
     for r in records:
         for i in r.spec_ids:
             by_id.setdefault(i, []).append(r)
-    all_sizes = sorted((i for i, rs in by_id.items()
-                        if any(r.scope == "all sizes" for r in rs) and all(r.passed for r in rs if r.scope == "all sizes")),
-                       key=order.index)
+    def all_sizes_proved(rs: list[Any]) -> bool:
+        scoped = [r for r in rs if r.scope == "all sizes"]
+        return bool(scoped) and all(r.passed for r in scoped)
+
+    all_sizes = sorted((i for i, rs in by_id.items() if all_sizes_proved(rs)), key=order.index)
     lines = [f"all sizes: {', '.join(all_sizes) or 'none'} (rows scoped 'all': the shipped code traced on symbolic "
              f"sizes; trusts {ALL_SIZES_TRUSTS})."]
     swept = [r for r in records if r.scope == "swept" and r.passed]
