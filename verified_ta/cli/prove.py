@@ -9,7 +9,8 @@ from typing import Any, List, Optional
 
 import typer
 
-from . import ExitCode
+from ..report import document_schema
+from . import ExitCode, check_outputs, human_console
 
 #: what each exit code means for this command (rendered in the CLI reference of the documentation site)
 EXIT_CODES = {
@@ -19,58 +20,49 @@ EXIT_CODES = {
     ExitCode.USAGE: "bad options: an unknown SPEC ID in --only, --max-size below 1",
     ExitCode.INCONCLUSIVE: "z3 answered unknown (resource limit or timeout), or an all-sizes proof could not be built "
                            "(the code branches on a size, or leaves the traced model): nothing is claimed for it",
+    ExitCode.INTERNAL: "verified-ta itself crashed",
 }
 
 _TEXT, _BOOL = {"type": "string"}, {"type": "boolean"}
 #: the JSON document ``--json`` writes (JSON Schema, draft 2020-12)
-JSON_SCHEMA = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "title": "verified-ta prove",
-    "type": "object",
-    "required": ["schema_version", "tool", "version", "command", "records", "passed", "exit_code"],
-    "properties": {
-        "schema_version": {"type": "integer"},
-        "tool": {"const": "verified-ta"},
-        "version": _TEXT,
-        "command": {"const": "prove"},
-        "records": {
-            "type": "array",
-            "description": "one record per proof run, in catalogue order",
-            "items": {
-                "type": "object",
-                "required": ["spec_ids", "name", "statement", "scope", "sizes", "largest_size", "result", "seconds",
-                             "vacuity", "negative_control", "control_status", "control_confirmed", "trusted",
-                             "second_solver", "detail", "extra", "verdict"],
-                "properties": {
-                    "spec_ids": {"type": "array", "items": {"type": "string", "pattern": "^[TLAP][1-9][0-9]*$"}},
-                    "name": _TEXT,
-                    "statement": _TEXT,
-                    "scope": {"enum": ["all sizes", "swept"],
-                              "description": "all sizes: traced on symbolic sizes; swept: every shape up to the size"},
-                    "sizes": _TEXT,
-                    "largest_size": {"type": ["integer", "null"],
-                                     "description": "swept: every dimension up to this size is proved"},
-                    "result": {"enum": ["proved", "failed", "unknown"]},
-                    "seconds": {"type": ["number", "null"]},
-                    "vacuity": {"type": "string",
-                                "description": "z3's answer on the hypotheses alone (sat: not vacuous)"},
-                    "negative_control": _TEXT,
-                    "control_status": _TEXT,
-                    "control_confirmed": _BOOL,
-                    "trusted": {"type": "string", "description": "what an all-sizes proof takes on trust"},
-                    "second_solver": _TEXT,
-                    "detail": _TEXT,
-                    "extra": {"type": "object"},
-                    "verdict": {"enum": ["proved", "refuted", "unknown", "control failed"]},
-                },
-                "additionalProperties": False,
+JSON_SCHEMA = document_schema("prove", "verified-ta prove", {
+    "records": {
+        "type": "array",
+        "description": "one record per proof run, in catalogue order",
+        "items": {
+            "type": "object",
+            "required": ["spec_ids", "name", "statement", "scope", "sizes", "largest_size", "result", "seconds",
+                         "vacuity", "negative_control", "control_status", "control_confirmed", "trusted",
+                         "second_solver", "detail", "extra", "verdict"],
+            "properties": {
+                "spec_ids": {"type": "array", "items": {"type": "string", "pattern": "^[TLAP][1-9][0-9]*$"}},
+                "name": _TEXT,
+                "statement": _TEXT,
+                "scope": {"enum": ["all sizes", "swept"],
+                          "description": "all sizes: traced on symbolic sizes; swept: every shape up to the size"},
+                "sizes": _TEXT,
+                "largest_size": {"type": ["integer", "null"],
+                                 "description": "swept: every dimension up to this size is proved"},
+                "result": {"enum": ["proved", "failed", "unknown"]},
+                "seconds": {"type": ["number", "null"]},
+                "vacuity": {"type": "string",
+                            "description": "z3's answer on the hypotheses alone (sat: not vacuous)"},
+                "negative_control": _TEXT,
+                "control_status": _TEXT,
+                "control_confirmed": _BOOL,
+                "trusted": {"type": "string", "description": "what an all-sizes proof takes on trust"},
+                "second_solver": _TEXT,
+                "detail": _TEXT,
+                "extra": {"type": "object"},
+                "verdict": {"enum": ["proved", "refuted", "unknown", "control failed"]},
             },
+            "additionalProperties": False,
         },
-        "passed": _BOOL,
-        "exit_code": {"enum": [int(c) for c in (ExitCode.OK, ExitCode.FAILED, ExitCode.INCONCLUSIVE)]},
     },
-    "additionalProperties": False,
-}
+    "passed": _BOOL,
+    "exit_code": {"enum": [int(c) for c in (ExitCode.OK, ExitCode.FAILED, ExitCode.INCONCLUSIVE)]},
+}, ["records", "passed", "exit_code"])
+JSON_SCHEMA["additionalProperties"] = False
 
 _VERDICT_STYLE = {"proved": "green", "refuted": "bold red", "unknown": "bold yellow", "control failed": "bold red"}
 
@@ -124,18 +116,18 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Prove the identities behind the closed-form gradient on the shipped code.
 
-        Exit 0 all proved, 1 a statement refuted or a negative control not refuted, 3 a solver unknown or timeout,
-        2 bad options.
+        Exit 0 all proved, 1 a statement refuted or a negative control not refuted, 3 a solver unknown or timeout
+        (or no all-sizes proof), 2 bad options.
         """
         from rich import box
-        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
         from rich.table import Table
 
         from ..prove import catalogue, run_proofs, select
         from ..report import write_json
 
-        console = Console(stderr=json_file is not None and str(json_file) == "-")
+        check_outputs(json=json_file)
+        console = human_console(json_file)
         try:
             total = len(select(catalogue(), only))
             if max_size is not None and (isinstance(max_size, bool) or max_size < 1):
@@ -169,7 +161,7 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         for line in _summary(records):
             console.print(textwrap.fill(line, width=min(console.width, 100), break_long_words=False,
-                                        break_on_hyphens=False), highlight=False, markup=False)
+                                        break_on_hyphens=False), markup=False)
         code = _exit_code(records)
         if json_file:
             payload = {
