@@ -3,8 +3,6 @@ confirmed counterexample; claims that used to overstate (issue #10) now fail or 
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 
@@ -15,6 +13,7 @@ from proofs.allsizes import prove_all_sizes  # noqa: E402
 from proofs.engine import Ops, Statement, SweptProof  # noqa: E402
 from proofs.symarray import SymArray  # noqa: E402
 from proofs.traced import traced_proof  # noqa: E402
+from tests.mutants import khatri_rao_wrong_above_64_rows, replace_product, transposed_khatri_rao  # noqa: E402
 from verified_ta import products as shipped_products  # noqa: E402
 from verified_ta.spec import spec  # noqa: E402
 
@@ -65,33 +64,13 @@ def test_all_sizes_proof_and_control(proof):
 # ---------------------------------------------------------------- claims that used to overstate (issue #10)
 
 
-def _replace_everywhere(monkeypatch, name, fn):
-    """Replace ``name`` in verified_ta.products and in every module that imported it by name."""
-    original = getattr(shipped_products, name)
-    for mod in list(sys.modules.values()):
-        ours = mod is not None and mod.__name__.startswith(("verified_ta", "proofs"))
-        if ours and getattr(mod, name, None) is original:
-            monkeypatch.setattr(mod, name, fn)
-
-
-_KHATRI_RAO = shipped_products.khatri_rao
-
-
-def khatri_rao_wrong_above_64_rows(c, d):
-    """Planted bug: rows in (i2, i1) order once n1·n2 > 64."""
-    n1, n2, k = c.shape[-2], d.shape[-2], c.shape[-1]
-    if n1 * n2 > 64:
-        return (c[..., None, :, :] * d[..., :, None, :]).reshape(*c.shape[:-2], n1 * n2, k)
-    return _KHATRI_RAO(c, d)
-
-
 @spec("T1", "T17")
 def test_khatri_rao_wrong_only_above_64_rows_is_not_proved_for_all_sizes(monkeypatch):
     """The swept proof cannot see it (sizes ≤ 3); the all-sizes proofs refuse to claim anything about it."""
     t1 = next(p for p in products.PROOFS if p.name == "T1 mixed product")
     t1_all = next(p for p in products.ALL_SIZES if p.name.startswith("T1 mixed product"))
     kr_all = next(p for p in index_maps.TRACED if "khatri_rao" in p.name)
-    _replace_everywhere(monkeypatch, "khatri_rao", khatri_rao_wrong_above_64_rows)
+    replace_product(monkeypatch, "khatri_rao", khatri_rao_wrong_above_64_rows)
     assert engine.sweep(t1, 3).status == "proved"  # n1·n2 ≤ 9: the planted branch never runs
     for proof in (t1_all, kr_all):
         r = prove_all_sizes(proof)
@@ -119,12 +98,8 @@ def test_a_nonsense_identity_is_not_proved():
 
 @spec("T1")
 def test_transposed_khatri_rao_fails_both_ways(monkeypatch):
-    def transposed(c, d):
-        n1, n2, k = c.shape[-2], d.shape[-2], c.shape[-1]
-        return (c[..., None, :, :] * d[..., :, None, :]).reshape(*c.shape[:-2], n1 * n2, k)
-
     t1 = next(p for p in products.PROOFS if p.name == "T1 mixed product")
-    _replace_everywhere(monkeypatch, "khatri_rao", transposed)
+    replace_product(monkeypatch, "khatri_rao", transposed_khatri_rao)
     assert prove_all_sizes(traced_proof(t1)).status != "proved"
     r = engine.sweep(t1, 2)
     assert r.status == "failed" and "counterexample" in r.failure

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from properties import test_gradient as props
-from tests.gradient_mutants import plant
+from tests.mutants import plant
 from verified_ta import gradient as gr
 from verified_ta.products import kron
 from verified_ta.spec import spec
@@ -138,7 +138,7 @@ def test_swapped_factor_roles_are_caught_by_p29(monkeypatch):
 
 
 # ---------------------------------------------------------------- issue #10: the independent oracles catch the
-# planted bugs of tests/gradient_mutants.py (the same ones `verified-ta prove` must refute)
+# planted bugs of tests/mutants.py (the same ones `verified-ta prove` must refute)
 
 ORACLE_CHECKS = {
     # mutant: the oracle comparisons that must reject it (each passes on the clean code, asserted first)

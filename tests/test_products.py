@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.mutants import khatri_rao_wrong_above_64_rows
 from verified_ta.products import face_split, khatri_rao, kron, unvec, vec
 from verified_ta.spec import spec
 
@@ -157,14 +158,6 @@ def products_match_index_formulas(fn, reference, shape_a, shape_b) -> bool:
 @pytest.mark.parametrize("name", LARGE)
 def test_products_at_large_sizes_match_the_index_formulas(name):
     assert products_match_index_formulas(*LARGE[name])
-
-
-def khatri_rao_wrong_above_64_rows(c, d):
-    """Planted bug: rows in (i2, i1) order once n1·n2 > 64 (small tests and size-3 proofs never see it)."""
-    n1, n2, k = c.shape[-2], d.shape[-2], c.shape[-1]
-    if n1 * n2 > 64:
-        return (c[..., None, :, :] * d[..., :, None, :]).reshape(*c.shape[:-2], n1 * n2, k)
-    return khatri_rao(c, d)
 
 
 @spec("T17")

@@ -5,48 +5,25 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 
 import pytest
 from typer.testing import CliRunner
 
 pytest.importorskip("z3")
 
-from tests.gradient_mutants import MUTANTS, plant  # noqa: E402
-from verified_ta import products  # noqa: E402
+from tests.mutants import (  # noqa: E402
+    MUTANTS,
+    khatri_rao_wrong_above_64_rows,
+    plant,
+    replace_product,
+    transposed_khatri_rao,
+)
 from verified_ta.cli import ExitCode, app  # noqa: E402
 from verified_ta.cli.prove import JSON_SCHEMA  # noqa: E402
 from verified_ta.spec import spec  # noqa: E402
 
 runner = CliRunner()
 pytestmark = [pytest.mark.z3, pytest.mark.timeout(180)]
-
-_KHATRI_RAO = products.khatri_rao
-
-
-def _transposed_khatri_rao(c, d):
-    """Planted bug: rows in (i2, i1) order instead of the gauge's i1·n2 + i2."""
-    n1, n2, k = c.shape[-2], d.shape[-2], c.shape[-1]
-    return (c[..., None, :, :] * d[..., :, None, :]).reshape(*c.shape[:-2], n1 * n2, k)
-
-
-def _khatri_rao_wrong_above_64_rows(c, d):
-    """Planted bug: the transposed order only once n1·n2 > 64 (no swept size reaches it)."""
-    if c.shape[-2] * d.shape[-2] > 64:
-        return _transposed_khatri_rao(c, d)
-    return _KHATRI_RAO(c, d)
-
-
-def _plant(monkeypatch, name, fn):
-    """Replace ``name`` in verified_ta.products and in every module that imported it by name."""
-    import proofs.index_maps  # noqa: F401 - make sure every proof module is imported before planting
-    import proofs.products  # noqa: F401
-
-    original = getattr(products, name)
-    for mod in list(sys.modules.values()):
-        ours = mod is not None and mod.__name__.startswith(("verified_ta", "proofs"))
-        if ours and getattr(mod, name, None) is original:
-            monkeypatch.setattr(mod, name, fn)
 
 
 def _run(tmp_path, *args, width=80):
@@ -87,7 +64,7 @@ def test_json_to_stdout_is_strict(tmp_path):
 
 @spec("T1", "T17")
 def test_planted_transposed_khatri_rao_makes_prove_fail(monkeypatch, tmp_path):
-    _plant(monkeypatch, "khatri_rao", _transposed_khatri_rao)
+    replace_product(monkeypatch, "khatri_rao", transposed_khatri_rao)
     res, payload = _run(tmp_path, "--only", "T1", "--only", "T17", "--max-size", "2")
     assert res.exit_code == ExitCode.FAILED, res.output
     recs = {r["name"]: r for r in payload["records"]}
@@ -101,7 +78,7 @@ def test_planted_transposed_khatri_rao_makes_prove_fail(monkeypatch, tmp_path):
 @spec("T1", "T17")
 def test_khatri_rao_wrong_only_above_64_rows_loses_the_all_sizes_claim(monkeypatch, tmp_path):
     """Swept proofs (sizes ≤ 2 here, ≤ 3 by default) pass; prove no longer says "all sizes" for T1, T17; exit 3."""
-    _plant(monkeypatch, "khatri_rao", _khatri_rao_wrong_above_64_rows)
+    replace_product(monkeypatch, "khatri_rao", khatri_rao_wrong_above_64_rows)
     res, payload = _run(tmp_path, "--only", "T1", "--only", "T17", "--max-size", "2")
     assert res.exit_code == ExitCode.INCONCLUSIVE, res.output
     recs = payload["records"]
@@ -115,7 +92,7 @@ def test_khatri_rao_wrong_only_above_64_rows_loses_the_all_sizes_claim(monkeypat
 @spec("L1", "P18")
 @pytest.mark.parametrize("mutant", list(MUTANTS))
 def test_planted_gradient_bugs_make_prove_exit_1(monkeypatch, tmp_path, mutant):
-    """Each planted bug in the shipped gradient code (tests/gradient_mutants.py) is refuted by a proof that runs
+    """Each planted bug in the shipped gradient code (tests/mutants.py) is refuted by a proof that runs
     that code: softmax_rows, objective_terms, loss or closed_form_gradient with chunks."""
     plant(monkeypatch, mutant)
     res, payload = _run(tmp_path, "--quick", "--only", "L1")
