@@ -5,7 +5,7 @@ bounds of verified_ta.fp_bounds; exact-arithmetic identities evaluated in mpmath
 (γ_k with u = 10^-dps); finite differences (mpmath.diff) are required to agree to 30 digits (issue #2).
 The oracles (verified_ta.oracles: mp_gradient, mp_loss, finite differences, einsum_loss for autograd) are written
 from SPEC §3 and share no code with verified_ta.gradient; the shipped code also runs at 50 digits
-(:func:`shipped_mp_gradient`) so a bug in its numpy/mpmath path is caught too (issue #10).
+(:func:`verified_ta.check.shipped_mp_gradient`) so a bug in its numpy/mpmath path is caught too (issue #10).
 Each property's core is a plain function so tests/test_gradient_mutations.py can run it on planted bugs.
 """
 
@@ -18,6 +18,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from verified_ta import gradient as gr
+from verified_ta.check import shipped_mp_gradient
 from verified_ta.fp_bounds import objective_gradient_rounding_bound
 from verified_ta.oracles import (
     einsum_loss,
@@ -120,14 +121,6 @@ def check_closed_form_vs_autograd(inputs, gradient_fn=None, **kw) -> tuple[float
     G = (gradient_fn or gr.closed_form_gradient)(*inputs, **kw)[1]
     bound = 2 * objective_gradient_rounding_bound(*inputs)
     return float(((G - auto).abs() / bound).max()), 1.0
-
-
-def shipped_mp_gradient(inputs, dps: int = DPS):
-    """The shipped materialised L1 chain (objective_terms, gradient_from_p) run on 50-digit mpmath numbers."""
-    mp = [to_mp(x) for x in inputs]
-    with mpmath.workdps(dps):
-        s = mpmath.mpf(1) / mp[0].shape[1]
-        return gr.gradient_from_p(mp[0], mp[1], mp[2], gr.objective_terms(*mp, scale=s).p, s)
 
 
 def check_closed_form_vs_finite_differences(inputs) -> tuple[float, float]:
