@@ -16,15 +16,26 @@ from typing import Sequence
 
 import torch
 
-from .features import DEFAULT_MEMORY_LIMIT_BYTES, check_feature_memory, exact_coefficients, feature_maps
+from torch.autograd.function import once_differentiable
+
+from .features import (
+    DEFAULT_MEMORY_LIMIT_BYTES, check_feature_memory, check_scan_memory, exact_coefficients, feature_maps, monomials,
+    query_weights,
+)
 from .gradient import factor_gradients
+from .masks import Window, check_window
 from .products import face_split
 from .reference import resolve_scale
-from .validation import check_attention_inputs, check_finite
+from .validation import check_attention_inputs, check_finite, check_positive_int
 
-__all__ = ["normalised_coefficients", "normaliser", "fast_tensor_attention", "FastGradient", "fast_objective_gradient"]
+__all__ = [
+    "SCAN_CHUNK", "normalised_coefficients", "normaliser", "scan_chunk_size", "feature_scan", "fast_tensor_attention",
+    "FastGradient", "fast_objective_gradient",
+]
 
 FAST_DTYPES = (torch.float32, torch.float64)
+#: least rows per scan step (each step holds a few C × r × (d+1) tensors)
+SCAN_CHUNK = 128
 
 
 def normalised_coefficients(coefficients: Sequence[Real]) -> tuple[Fraction, ...]:
@@ -53,6 +64,166 @@ def _features(q, k1, k2, coefficients, scale, memory_limit_bytes):
     return feature_maps(q, k1, k2, a, scale)
 
 
+def scan_chunk_size(n: int, chunk_size: int | None = None) -> int:
+    """Rows per scan step: ``chunk_size``, else max(SCAN_CHUNK, ⌈√n⌉), so the ⌈n/C⌉ carries the backward keeps never
+    outnumber the C rows of one step (memory O(C·r·d), never O(n·r·d))."""
+    if chunk_size is not None:
+        return min(n, check_positive_int("chunk_size", chunk_size))
+    return min(n, max(SCAN_CHUNK, math.isqrt(max(n - 1, 0)) + 1))
+
+
+def _augment(v: torch.Tensor) -> torch.Tensor:
+    """[v, 1]: the ones column turns the numerator's sums into the normaliser's (T4 as the last column of T3)."""
+    return torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
+
+
+def _spans(n: int, chunk: int) -> list[tuple[int, int]]:
+    return [(lo, min(n, lo + chunk)) for lo in range(0, n, chunk)]
+
+
+def _key_sums(k: torch.Tensor, v: torch.Tensor, g: int) -> torch.Tensor:
+    """Per-row r × (d+1) outer products V_a ⊗ [v_a, 1] of one chunk: ``(..., C, r, d+1)``."""
+    return monomials(k, g).unsqueeze(-1) * _augment(v).unsqueeze(-2)
+
+
+def _feature_vjp(outputs, inputs, grads):
+    """Gradients of the feature maps of one chunk (autograd through :func:`monomials` only: O(C·r) memory)."""
+    return torch.autograd.grad(outputs, inputs, grads)
+
+
+class _FeatureScan(torch.autograd.Function):
+    """N'_i = Σ_α U_iα P1_i[α] ∘ P2_i[α] with P1_i = Σ_{a∈Ω_i} V_a ⊗ [v1_a, 1], P2_i likewise (A1, T3/T4, L8).
+
+    Ω_i = all rows, or a ≤ i (causal: prefix sums carried from chunk to chunk). Returns ``(..., n_q, d+1)``: the
+    numerator N_i and, in the last column, the normaliser D̃_i. The backward is written out (a reverse scan that
+    recomputes each chunk's features and prefix sums): autograd over the forward would keep every chunk's
+    C × r × (d+1) prefix sums, O(n·r·d). Saved for backward: the five inputs only. Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k1, k2, v1, v2, weights, g, causal, chunk):  # type: ignore[override]
+        ctx.save_for_backward(q, k1, k2, v1, v2, weights)
+        ctx.g, ctx.causal, ctx.chunk = g, causal, chunk
+        if not causal:
+            T = _total(k1, v1, g, chunk) * _total(k2, v2, g, chunk)
+            return torch.cat([(monomials(q[..., lo:hi, :], g) * weights) @ T for lo, hi in _spans(q.shape[-2], chunk)],
+                             dim=-2)
+        out = []
+        carry1 = carry2 = 0
+        for lo, hi in _spans(q.shape[-2], chunk):
+            P1 = carry1 + torch.cumsum(_key_sums(k1[..., lo:hi, :], v1[..., lo:hi, :], g), dim=-3)
+            P2 = carry2 + torch.cumsum(_key_sums(k2[..., lo:hi, :], v2[..., lo:hi, :], g), dim=-3)
+            out.append(torch.einsum("...ia,...iac,...iac->...ic", monomials(q[..., lo:hi, :], g) * weights, P1, P2))
+            carry1, carry2 = P1[..., -1:, :, :], P2[..., -1:, :, :]  # (..., 1, r, d+1)
+        return torch.cat(out, dim=-2)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):  # type: ignore[override]
+        *x, weights = ctx.saved_tensors
+        backward = _causal_backward if ctx.causal else _full_backward
+        return (*backward(grad, *x, weights, ctx.g, ctx.chunk), None, None, None, None)
+
+
+def _total(k: torch.Tensor, v: torch.Tensor, g: int, chunk: int) -> torch.Tensor:
+    """Σ_a V_a ⊗ [v_a, 1] over all rows, chunk by chunk: ``(..., r, d+1)``."""
+    total = 0
+    for lo, hi in _spans(k.shape[-2], chunk):
+        total = total + monomials(k[..., lo:hi, :], g).transpose(-1, -2) @ _augment(v[..., lo:hi, :])
+    return total
+
+
+def _leaf(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().requires_grad_()
+
+
+def _full_backward(grad, q, k1, k2, v1, v2, weights, g, chunk):
+    """Backward of the unmasked scan: dU = G(T1∘T2)^T, dT1 = (U^T G)∘T2, dV_a = dT1 [v1_a, 1], dv1_a = V_a dT1."""
+    d = q.shape[-1]
+    T1, T2 = _total(k1, v1, g, chunk), _total(k2, v2, g, chunk)
+    T = T1 * T2
+    dq, UtG = [], 0
+    for lo, hi in _spans(q.shape[-2], chunk):
+        with torch.enable_grad():
+            qc = _leaf(q[..., lo:hi, :])
+            U = monomials(qc, g) * weights
+        G = grad[..., lo:hi, :]
+        dq.append(_feature_vjp(U, qc, G @ T.transpose(-1, -2))[0])
+        UtG = UtG + U.detach().transpose(-1, -2) @ G
+    grads = [torch.cat(dq, dim=-2)]
+    for k, v, dT in ((k1, v1, UtG * T2), (k2, v2, UtG * T1)):
+        dk, dv = [], []
+        for lo, hi in _spans(k.shape[-2], chunk):
+            with torch.enable_grad():
+                kc = _leaf(k[..., lo:hi, :])
+                V = monomials(kc, g)
+            dk.append(_feature_vjp(V, kc, _augment(v[..., lo:hi, :]) @ dT.transpose(-1, -2))[0])
+            dv.append((V.detach() @ dT)[..., :d])
+        grads += [torch.cat(dk, dim=-2), torch.cat(dv, dim=-2)]
+    dq, dk1, dv1, dk2, dv2 = grads
+    return dq, dk1, dk2, dv1, dv2
+
+
+def _causal_backward(grad, q, k1, k2, v1, v2, weights, g, chunk):
+    """Reverse scan of the causal forward (A1 with prefix sums).
+
+    Pass 1 recomputes the carries P1, P2 at each chunk start (⌈n/C⌉ of them, at most C by :func:`scan_chunk_size`).
+    Pass 2 walks the chunks backwards with suffix sums S_a = Σ_{i≥a} dP_i, dP1_i = (G_i ⊗ U_i) ∘ P2_i:
+    dU_i = Σ_c G_ic P1_i ∘ P2_i, dV_a = S1_a [v1_a, 1], dv1_a = V_a S1_a, and the feature VJPs give dq, dk1, dk2.
+    """
+    d, n = q.shape[-1], q.shape[-2]
+    spans = _spans(n, chunk)
+    carries = []
+    carry1 = carry2 = 0
+    for lo, hi in spans:
+        carries.append((carry1, carry2))
+        carry1 = carry1 + _key_sums(k1[..., lo:hi, :], v1[..., lo:hi, :], g).sum(-3, keepdim=True)
+        carry2 = carry2 + _key_sums(k2[..., lo:hi, :], v2[..., lo:hi, :], g).sum(-3, keepdim=True)
+    out = {name: [None] * len(spans) for name in ("dq", "dk1", "dk2", "dv1", "dv2")}
+    S1 = S2 = 0
+    for j in range(len(spans) - 1, -1, -1):
+        lo, hi = spans[j]
+        with torch.enable_grad():
+            qc, k1c, k2c = (_leaf(x[..., lo:hi, :]) for x in (q, k1, k2))
+            U, V, W = monomials(qc, g) * weights, monomials(k1c, g), monomials(k2c, g)
+        e1, e2 = _augment(v1[..., lo:hi, :]), _augment(v2[..., lo:hi, :])
+        P1 = carries[j][0] + torch.cumsum(V.detach().unsqueeze(-1) * e1.unsqueeze(-2), dim=-3)
+        P2 = carries[j][1] + torch.cumsum(W.detach().unsqueeze(-1) * e2.unsqueeze(-2), dim=-3)
+        G = grad[..., lo:hi, :].unsqueeze(-2)  # (..., C, 1, d+1)
+        GU = G * U.detach().unsqueeze(-1)  # (..., C, r, d+1)
+        dP1, dP2 = GU * P2, GU * P1
+        suffix1 = S1 + torch.flip(torch.cumsum(torch.flip(dP1, (-3,)), dim=-3), (-3,))
+        suffix2 = S2 + torch.flip(torch.cumsum(torch.flip(dP2, (-3,)), dim=-3), (-3,))
+        S1, S2 = suffix1[..., :1, :, :], suffix2[..., :1, :, :]
+        dU = (G * P1 * P2).sum(-1)
+        dV = (suffix1 * e1.unsqueeze(-2)).sum(-1)
+        dW = (suffix2 * e2.unsqueeze(-2)).sum(-1)
+        dq, dk1, dk2 = _feature_vjp((U, V, W), (qc, k1c, k2c), (dU, dV, dW))
+        out["dq"][j], out["dk1"][j], out["dk2"][j] = dq, dk1, dk2
+        out["dv1"][j] = (suffix1 * V.detach().unsqueeze(-1)).sum(-2)[..., :d]
+        out["dv2"][j] = (suffix2 * W.detach().unsqueeze(-1)).sum(-2)[..., :d]
+    return tuple(torch.cat(out[name], dim=-2) for name in ("dq", "dk1", "dk2", "dv1", "dv2"))
+
+
+def feature_scan(
+    q: torch.Tensor,
+    k1: torch.Tensor,
+    k2: torch.Tensor,
+    v1: torch.Tensor,
+    v2: torch.Tensor,
+    coefficients: Sequence[Real],
+    *,
+    scale: float,
+    causal: bool = False,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """``(..., n_q, d+1)``: the A1 numerator N and, last column, the normaliser D̃ (no input checks; see
+    :func:`fast_tensor_attention`). Coefficients are normalised by max|a_t| (L6: the scale cancels in D̃⁻¹N)."""
+    a = normalised_coefficients(coefficients)
+    weights = query_weights(a, scale, q.shape[-1], q.dtype, q.device)
+    return _FeatureScan.apply(q, k1, k2, v1, v2, weights, len(a) - 1, causal, scan_chunk_size(q.shape[-2], chunk_size))
+
+
 def fast_tensor_attention(
     q: torch.Tensor,
     k1: torch.Tensor,
@@ -62,20 +233,36 @@ def fast_tensor_attention(
     coefficients: Sequence[Real],
     *,
     scale: float | None = None,
+    causal: bool = False,
+    window: Window | None = None,
+    chunk_size: int | None = None,
     memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT_BYTES,
 ) -> torch.Tensor:
     """A1: Att̃ = D̃⁻¹N with D̃ = U((V^T 1)∘(W^T 1)) (T4) and N = U((V^T V1)∘(W^T V2)) (T3); shapes ``(..., n, d)``.
 
-    Differentiable (autograd through the features gives the gradients in Q, K1, K2, V1, V2 with O(n·r) memory).
-    O(n·r·d) time. ``ValueError`` for bad shapes, dtypes other than float32/float64, non-finite values, or
-    features over ``memory_limit_bytes``.
+    Causal (a ≤ i and b ≤ i, a product mask): the sums over a and b become prefix sums, carried chunk to chunk
+    (:class:`_FeatureScan`). O(n·r·d) time and O(C·r·d + r·d) memory for C rows per step (``chunk_size``, default
+    :func:`scan_chunk_size`), never an n × n² object nor n × r × d. Differentiable through a written reverse scan
+    (gradients in Q, K1, K2, V1, V2; once). Grouped-query heads: the key heads are repeated to the query heads.
+    ``ValueError`` for bad shapes, dtypes other than float32/float64, non-finite values, a sliding ``window``
+    (prefix-sum differences would cancel: not supported with a proved bound), or scan memory over
+    ``memory_limit_bytes``.
     """
-    check_attention_inputs(q, k1, k2, v1, v2)
+    group = check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window)
+    if check_window(window, causal) is not None:
+        raise ValueError(
+            f"window={tuple(window)!r}: the polynomial path supports full and causal masks only (a window's prefix-sum "
+            f"differences cancel, and no bound is proved for them); use the exact path for sliding windows")
     _check_dtype("q", q)
     s = resolve_scale(scale, q.shape[-1])
-    U, V, W = _features(q, k1, k2, coefficients, s, memory_limit_bytes)
-    numerator = U @ ((V.transpose(-1, -2) @ v1) * (W.transpose(-1, -2) @ v2))  # T3: (..., n_q, d)
-    return numerator / normaliser(U, V, W)
+    a = normalised_coefficients(coefficients)
+    chunk = scan_chunk_size(q.shape[-2], chunk_size)
+    if group > 1:
+        k1, k2, v1, v2 = (x.repeat_interleave(group, dim=-3) for x in (k1, k2, v1, v2))
+    check_scan_memory(q.shape[-2], max(k1.shape[-2], k2.shape[-2]), len(a) - 1, q.shape[-1], chunk, q.element_size(),
+                      math.prod(q.shape[:-2]), memory_limit_bytes)
+    nd = feature_scan(q, k1, k2, v1, v2, a, scale=s, causal=causal, chunk_size=chunk)
+    return nd[..., :-1] / nd[..., -1:]
 
 
 @dataclass
