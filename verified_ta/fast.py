@@ -86,6 +86,21 @@ def _key_sums(k: torch.Tensor, v: torch.Tensor, g: int) -> torch.Tensor:
     return monomials(k, g).unsqueeze(-1) * _augment(v).unsqueeze(-2)
 
 
+def _prefix_sums(carry, terms: torch.Tensor) -> torch.Tensor:
+    """carry + Σ_{a' ≤ a} terms[a'] within the chunk (rows: dimension -3): P_a for every row a of the chunk."""
+    return carry + torch.cumsum(terms, dim=-3)
+
+
+def _suffix_sums(carry, terms: torch.Tensor) -> torch.Tensor:
+    """carry + Σ_{i ≥ a} terms[i] within the chunk (rows: dimension -3): the reverse scan's S_a."""
+    return carry + torch.flip(torch.cumsum(torch.flip(terms, (-3,)), dim=-3), (-3,))
+
+
+def _normalise(nd: torch.Tensor) -> torch.Tensor:
+    """D̃⁻¹N from the scan's ``(..., n_q, d+1)`` (autograd gives the normaliser's gradient −⟨dO, Att̃⟩/D̃)."""
+    return nd[..., :-1] / nd[..., -1:]
+
+
 def _feature_vjp(outputs, inputs, grads):
     """Gradients of the feature maps of one chunk (autograd through :func:`monomials` only: O(C·r) memory)."""
     return torch.autograd.grad(outputs, inputs, grads)
@@ -111,8 +126,8 @@ class _FeatureScan(torch.autograd.Function):
         out = []
         carry1 = carry2 = 0
         for lo, hi in _spans(q.shape[-2], chunk):
-            P1 = carry1 + torch.cumsum(_key_sums(k1[..., lo:hi, :], v1[..., lo:hi, :], g), dim=-3)
-            P2 = carry2 + torch.cumsum(_key_sums(k2[..., lo:hi, :], v2[..., lo:hi, :], g), dim=-3)
+            P1 = _prefix_sums(carry1, _key_sums(k1[..., lo:hi, :], v1[..., lo:hi, :], g))
+            P2 = _prefix_sums(carry2, _key_sums(k2[..., lo:hi, :], v2[..., lo:hi, :], g))
             out.append(torch.einsum("...ia,...iac,...iac->...ic", monomials(q[..., lo:hi, :], g) * weights, P1, P2))
             carry1, carry2 = P1[..., -1:, :, :], P2[..., -1:, :, :]  # (..., 1, r, d+1)
         return torch.cat(out, dim=-2)
@@ -187,13 +202,12 @@ def _causal_backward(grad, q, k1, k2, v1, v2, weights, g, chunk):
             qc, k1c, k2c = (_leaf(x[..., lo:hi, :]) for x in (q, k1, k2))
             U, V, W = monomials(qc, g) * weights, monomials(k1c, g), monomials(k2c, g)
         e1, e2 = _augment(v1[..., lo:hi, :]), _augment(v2[..., lo:hi, :])
-        P1 = carries[j][0] + torch.cumsum(V.detach().unsqueeze(-1) * e1.unsqueeze(-2), dim=-3)
-        P2 = carries[j][1] + torch.cumsum(W.detach().unsqueeze(-1) * e2.unsqueeze(-2), dim=-3)
+        P1 = _prefix_sums(carries[j][0], V.detach().unsqueeze(-1) * e1.unsqueeze(-2))
+        P2 = _prefix_sums(carries[j][1], W.detach().unsqueeze(-1) * e2.unsqueeze(-2))
         G = grad[..., lo:hi, :].unsqueeze(-2)  # (..., C, 1, d+1)
         GU = G * U.detach().unsqueeze(-1)  # (..., C, r, d+1)
         dP1, dP2 = GU * P2, GU * P1
-        suffix1 = S1 + torch.flip(torch.cumsum(torch.flip(dP1, (-3,)), dim=-3), (-3,))
-        suffix2 = S2 + torch.flip(torch.cumsum(torch.flip(dP2, (-3,)), dim=-3), (-3,))
+        suffix1, suffix2 = _suffix_sums(S1, dP1), _suffix_sums(S2, dP2)
         S1, S2 = suffix1[..., :1, :, :], suffix2[..., :1, :, :]
         dU = (G * P1 * P2).sum(-1)
         dV = (suffix1 * e1.unsqueeze(-2)).sum(-1)
@@ -261,8 +275,7 @@ def fast_tensor_attention(
         k1, k2, v1, v2 = (x.repeat_interleave(group, dim=-3) for x in (k1, k2, v1, v2))
     check_scan_memory(q.shape[-2], max(k1.shape[-2], k2.shape[-2]), len(a) - 1, q.shape[-1], chunk, q.element_size(),
                       math.prod(q.shape[:-2]), memory_limit_bytes)
-    nd = feature_scan(q, k1, k2, v1, v2, a, scale=s, causal=causal, chunk_size=chunk)
-    return nd[..., :-1] / nd[..., -1:]
+    return _normalise(feature_scan(q, k1, k2, v1, v2, a, scale=s, causal=causal, chunk_size=chunk))
 
 
 @dataclass

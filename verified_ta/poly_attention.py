@@ -49,6 +49,7 @@ __all__ = [
     "poly_tensor_attention",
     "dispatch",
     "gradient_bounds",
+    "gradient_bounds_for",
     "gradient_rounding_bounds",
 ]
 
@@ -255,7 +256,7 @@ def dispatch(
 _GRAD_NAMES = ("dq", "dk1", "dk2", "dv1", "dv2")
 
 
-def _grouped_sum(x: torch.Tensor, group: int) -> torch.Tensor:
+def _rows_per_key_head(x: torch.Tensor, group: int) -> torch.Tensor:
     """``(..., H, n, d)`` → ``(..., H/g, g·n, d)``: the query rows that read each key head (grouped-query heads)."""
     return x.unflatten(-3, (x.shape[-3] // group, group)).flatten(-3, -2)
 
@@ -330,21 +331,43 @@ def gradient_bounds(
     causal: bool = False,
     chunk_size: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Per call: entrywise bounds on |poly gradient as computed − exact-path gradient| for dq, dk1, dk2, dv1, dv2.
+    """Per call: entrywise bounds on |poly gradient as computed − exact-path gradient| for dq, dk1, dk2, dv1, dv2, from
+    the certificate's δ and δ' (:func:`gradient_bounds_for`). ``ValueError`` when the inputs' score range exceeds the
+    certificate's M."""
+    s = resolve_scale(scale, q.shape[-1])
+    M = score_range(q, k1, k2, s)
+    if M > certificate.M:
+        raise ValueError(f"the inputs' score range {float(M):.6g} exceeds the certificate's M = {float(certificate.M):.6g}")
+    return gradient_bounds_for(q, k1, k2, v1, v2, grad_out, certificate.coefficients, certificate.delta,
+                               certificate.delta_derivative, scale=s, causal=causal, chunk_size=chunk_size)
 
-    The proved approximation term (:func:`verified_ta.error_bounds.attention_gradient_error_bounds` with the certified
-    δ and δ') plus the derived rounding term (:func:`gradient_rounding_bounds`). The exact path is exact tensor
-    attention in exact arithmetic; against a computed exact path add its own rounding term
-    (:func:`verified_ta.fp_bounds.attention_rounding_bounds`). ``ValueError`` when the inputs' score range exceeds the
-    certificate's M.
+
+def gradient_bounds_for(
+    q: torch.Tensor,
+    k1: torch.Tensor,
+    k2: torch.Tensor,
+    v1: torch.Tensor,
+    v2: torch.Tensor,
+    grad_out: torch.Tensor,
+    coefficients,
+    delta,
+    delta_derivative,
+    *,
+    scale: float | None = None,
+    causal: bool = False,
+    chunk_size: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Entrywise bounds on |poly gradient as computed − exact-path gradient| given δ, δ' that hold on these inputs'
+    shifted scores: the proved approximation term (:func:`verified_ta.error_bounds.attention_gradient_error_bounds`,
+    marginals from :func:`verified_ta.error_bounds.attention_marginal_bounds` at the inputs' score range) plus the
+    derived rounding term (:func:`gradient_rounding_bounds`). The exact path is exact tensor attention in exact
+    arithmetic; against a computed exact path add its own rounding term (``fp_bounds.attention_rounding_bounds``).
     """
     group = check_attention_inputs(q, k1, k2, v1, v2, causal=causal)
     if tuple(grad_out.shape) != tuple(q.shape):
         raise ValueError(f"grad_out must have q's shape {tuple(q.shape)}; got {tuple(grad_out.shape)}")
     s = resolve_scale(scale, q.shape[-1])
     M = score_range(q, k1, k2, s)
-    if M > certificate.M:
-        raise ValueError(f"the inputs' score range {float(M):.6g} exceeds the certificate's M = {float(certificate.M):.6g}")
     dO = grad_out.detach().double().abs()
     n_q, n1, n2 = q.shape[-2], k1.shape[-2], k2.shape[-2]
     rows = torch.arange(1, n_q + 1, dtype=torch.float64)
@@ -352,13 +375,13 @@ def gradient_bounds(
     for n_key in (n1, n2):
         F = attention_marginal_bounds(M, rows if causal else torch.full((n_q,), float(n_key)))  # F_i(a) ≤ this
         weighted = dO * F[:, None]
-        weighted = _grouped_sum(weighted, group) if group > 1 else weighted
+        weighted = _rows_per_key_head(weighted, group) if group > 1 else weighted
         sums = (1 + gamma(n_q * group * q.shape[-1], torch.float64))  # float64 evaluation of the sums below
         mass.append(float(weighted.sum((-2, -1)).max()) * sums)
         col_mass.append(float(weighted.sum(-2).max()) * sums)
     approx = attention_gradient_error_bounds(
-        certificate.delta, certificate.delta_derivative, [float(x.detach().abs().max()) for x in (q, k1, k2, v1, v2)],
+        delta, delta_derivative, [float(x.detach().abs().max()) for x in (q, k1, k2, v1, v2)],
         float(dO.sum(-1).max()) * (1 + gamma(q.shape[-1], torch.float64)), mass, col_mass, q.shape[-1], s)
-    fp = gradient_rounding_bounds(q, k1, k2, v1, v2, grad_out, certificate.coefficients, scale=s, causal=causal,
+    fp = gradient_rounding_bounds(q, k1, k2, v1, v2, grad_out, coefficients, scale=s, causal=causal,
                                   chunk_size=chunk_size)
     return {name: getattr(approx, name) + fp[name] for name in _GRAD_NAMES}
