@@ -175,11 +175,16 @@ def monomials(x: torch.Tensor, g: int) -> torch.Tensor:
 
 
 def query_weights(coefficients: Sequence[Fraction], scale: float, d: int, dtype, device) -> torch.Tensor:
-    """c_α = a_|α| · multinomial(|α|; α) · s^|α| ``(r,)``, each rounded once from its exact rational value."""
+    """c_α = a_|α| · multinomial(|α|; α) · s^|α| ``(r,)``, each rounded once from its exact rational value (to
+    float64, then to ``dtype``)."""
+    return torch.tensor(_weights(tuple(coefficients), scale, d), dtype=torch.float64, device=device).to(dtype)
+
+
+@lru_cache(maxsize=64)
+def _weights(coefficients: tuple[Fraction, ...], scale: float, d: int) -> tuple[float, ...]:
     table = multi_indices(len(coefficients) - 1, d)
     s = Fraction(scale)
-    weights = [float(coefficients[t] * m * s**t) for t, m in zip(table.degrees, table.multinomials)]
-    return torch.tensor(weights, dtype=torch.float64, device=device).to(dtype)
+    return tuple(float(coefficients[t] * m * s**t) for t, m in zip(table.degrees, table.multinomials))
 
 
 def query_features(q: torch.Tensor, coefficients: Sequence[Real], scale: float) -> torch.Tensor:
