@@ -1,7 +1,9 @@
 """Fast tensor attention and its training gradient through polynomial features (SPEC A1, A2, L8).
 
-Both paths hold O(n·r + r·d) numbers (r = C(g+d, d)) and never form an n × n² object (P37):
-the normaliser uses T4, the numerator T3, the gradient T6/T12/T11. Coefficients are the shifted a_t of
+Neither path forms an n × n² object (P37). A1 (full or causal mask) is a chunked feature scan holding
+O(C·r·d + r·d) numbers for C rows per step (r = C(g+d, d)), with a written backward; the normaliser is T4, the
+numerator T3 (the causal mask is a product mask, so both become prefix sums). A2 holds O(n·r + r·d²) numbers and
+uses T6/T12/T11. Coefficients are the shifted a_t of
 z ↦ P(z + M) with P ≈ e^x on [0, 2M] (L6); they are rescaled exactly by max|a_t| first (the scale cancels in
 D̃⁻¹N), which keeps float32 away from overflow. Error bounds: :mod:`verified_ta.error_bounds` (L9, L10).
 """
