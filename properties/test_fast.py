@@ -348,9 +348,9 @@ def test_fast_paths_never_allocate_n_cubed():
 
 @spec("P37", "A1")
 def test_causal_scan_memory_is_per_chunk():
-    """P37, causal: forward and written backward at n = 2048 (chunk 64) hold nothing near n·r·d; autograd through the
+    """P37, causal: forward and written backward at n = 1024 (chunk 64) hold nothing near n·r·d; autograd through the
     same prefix sums (the control) keeps every chunk's C × r × (d+1) sums, O(n·r·d) in all."""
-    n, d, degree, chunk = 2048, 4, 4, 64
+    n, d, degree, chunk = 1024, 4, 4, 64
     a = shifted("minimax", degree, 1.0)
     r = feature_rank(degree, d)
     x = [torch.rand(n, d, dtype=torch.float64, requires_grad=True) for _ in range(5)]
