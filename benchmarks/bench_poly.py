@@ -20,7 +20,7 @@ import torch
 
 from bench_fast import best_time, slope
 from verified_ta.features import scan_memory_bytes
-from verified_ta.fast import scan_chunk_size
+from verified_ta.fast import scan_chunk_size, scan_row_bytes
 from verified_ta.interface import tensor_attention
 
 
@@ -67,7 +67,8 @@ def main() -> None:
         row = {"n": n, "poly_forward_s": best_time(poly_fwd, reps), "poly_forward_backward_s": best_time(poly_fb, reps),
                "exact_forward_s": None, "exact_forward_backward_s": None, "degree": cert.degree, "rank": cert.rank,
                "delta": float(cert.delta),
-               "scan_memory_bytes": scan_memory_bytes(n, n, cert.degree, d, scan_chunk_size(n), 8)}
+               "scan_memory_bytes": scan_memory_bytes(
+                   n, n, cert.degree, d, scan_chunk_size(n, scan_row_bytes(x[0], cert.degree)), 8)}
         if n <= args.max_exact_n:
             er = args.repeats if n <= 256 else 1
             row["exact_forward_s"] = best_time(exact_fwd, er)

@@ -21,8 +21,8 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .features import (
-    DEFAULT_MEMORY_LIMIT_BYTES, check_feature_memory, check_scan_memory, exact_coefficients, feature_maps, monomials,
-    query_weights,
+    DEFAULT_MEMORY_LIMIT_BYTES, check_feature_memory, check_scan_memory, exact_coefficients, feature_maps, feature_rank,
+    monomials, query_weights,
 )
 from .gradient import factor_gradients
 from .masks import Window, check_window
@@ -31,13 +31,14 @@ from .reference import resolve_scale
 from .validation import check_attention_inputs, check_finite, check_positive_int
 
 __all__ = [
-    "SCAN_CHUNK", "normalised_coefficients", "normaliser", "scan_chunk_size", "feature_scan", "fast_tensor_attention",
+    "SCAN_STEP_BYTES", "normalised_coefficients", "normaliser", "scan_chunk_size", "scan_row_bytes", "feature_scan",
+    "fast_tensor_attention",
     "FastGradient", "fast_objective_gradient",
 ]
 
 FAST_DTYPES = (torch.float32, torch.float64)
-#: least rows per scan step (each step holds a few C × r × (d+1) tensors)
-SCAN_CHUNK = 128
+#: bytes the default chunk lets one scan step hold in its C × r × (d+1) tensors
+SCAN_STEP_BYTES = 32 << 20
 
 
 def normalised_coefficients(coefficients: Sequence[Real]) -> tuple[Fraction, ...]:
@@ -66,12 +67,18 @@ def _features(q, k1, k2, coefficients, scale, memory_limit_bytes):
     return feature_maps(q, k1, k2, a, scale)
 
 
-def scan_chunk_size(n: int, chunk_size: int | None = None) -> int:
-    """Rows per scan step: ``chunk_size``, else max(SCAN_CHUNK, ⌈√n⌉), so the ⌈n/C⌉ carries the backward keeps never
-    outnumber the C rows of one step (memory O(C·r·d), never O(n·r·d))."""
+def scan_chunk_size(n: int, row_bytes: int, chunk_size: int | None = None) -> int:
+    """Rows per scan step: ``chunk_size``, else as many as fit :data:`SCAN_STEP_BYTES` at ``row_bytes`` per row (the
+    step's C × r × (d+1) tensors over the batch) but at least ⌈√n⌉, so the ⌈n/C⌉ carries the backward keeps never
+    outnumber the rows of one step (memory O(C·r·d), never O(n·r·d)); at most n."""
     if chunk_size is not None:
         return min(n, check_positive_int("chunk_size", chunk_size))
-    return min(n, max(SCAN_CHUNK, math.isqrt(max(n - 1, 0)) + 1))
+    return max(1, min(n, max(SCAN_STEP_BYTES // max(row_bytes, 1), math.isqrt(max(n - 1, 0)) + 1)))
+
+
+def scan_row_bytes(q: torch.Tensor, g: int) -> int:
+    """Bytes one row adds to a scan step: six r × (d+1) tensors per batch element (:func:`scan_chunk_size`)."""
+    return 6 * math.prod(q.shape[:-2]) * feature_rank(g, q.shape[-1]) * (q.shape[-1] + 1) * q.element_size()
 
 
 def _augment(v: torch.Tensor) -> torch.Tensor:
@@ -237,7 +244,9 @@ def feature_scan(
     :func:`fast_tensor_attention`). Coefficients are normalised by max|a_t| (L6: the scale cancels in D̃⁻¹N)."""
     a = normalised_coefficients(coefficients)
     weights = query_weights(a, scale, q.shape[-1], q.dtype, q.device)
-    return _FeatureScan.apply(q, k1, k2, v1, v2, weights, len(a) - 1, causal, scan_chunk_size(q.shape[-2], chunk_size))
+    g = len(a) - 1
+    return _FeatureScan.apply(q, k1, k2, v1, v2, weights, g, causal,
+                              scan_chunk_size(q.shape[-2], scan_row_bytes(q, g), chunk_size))
 
 
 def fast_tensor_attention(
@@ -272,7 +281,7 @@ def fast_tensor_attention(
     _check_dtype("q", q)
     s = resolve_scale(scale, q.shape[-1])
     a = normalised_coefficients(coefficients)
-    chunk = scan_chunk_size(q.shape[-2], chunk_size)
+    chunk = scan_chunk_size(q.shape[-2], scan_row_bytes(q, len(a) - 1), chunk_size)
     if group > 1:
         k1, k2, v1, v2 = (x.repeat_interleave(group, dim=-3) for x in (k1, k2, v1, v2))
     check_scan_memory(q.shape[-2], max(k1.shape[-2], k2.shape[-2]), len(a) - 1, q.shape[-1], chunk, q.element_size(),

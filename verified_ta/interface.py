@@ -19,7 +19,7 @@ from .validation import check_attention_inputs, check_positive_int
 __all__ = ["BACKENDS", "tensor_attention", "TensorAttention"]
 
 Backend = Literal["auto", "triton", "reference"]
-Method = Literal["exact", "poly"]
+Method = poly_attention.Method
 BACKENDS = ("auto", "triton", "reference")
 
 

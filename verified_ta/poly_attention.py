@@ -16,7 +16,8 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from typing import TYPE_CHECKING, Literal
+from numbers import Real
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import torch
 
@@ -28,7 +29,7 @@ from .error_bounds import (
     forward_rounding_term,
     scan_gradient_rounding_ops,
 )
-from .fast import FAST_DTYPES, fast_tensor_attention, feature_scan, scan_chunk_size
+from .fast import FAST_DTYPES, fast_tensor_attention, feature_scan, scan_chunk_size, scan_row_bytes
 from .features import feature_rank
 from .fp_bounds import gamma
 from .masks import Window, check_window
@@ -268,7 +269,7 @@ def gradient_rounding_bounds(
     v1: torch.Tensor,
     v2: torch.Tensor,
     grad_out: torch.Tensor,
-    coefficients,
+    coefficients: Sequence[Real],
     *,
     scale: float | None = None,
     causal: bool = False,
@@ -289,7 +290,7 @@ def gradient_rounding_bounds(
     s = resolve_scale(scale, d)
     a = normalised_coefficients(coefficients)
     g = len(a) - 1
-    chunk = scan_chunk_size(n_q, chunk_size)
+    chunk = scan_chunk_size(n_q, scan_row_bytes(q, g), chunk_size)
     k_fwd = forward_rounding_ops(g, d, n1, n2)
     K = scan_gradient_rounding_ops(g, d, n_q, n1, n2, group)
 
@@ -349,9 +350,9 @@ def gradient_bounds_for(
     v1: torch.Tensor,
     v2: torch.Tensor,
     grad_out: torch.Tensor,
-    coefficients,
-    delta,
-    delta_derivative,
+    coefficients: Sequence[Real],
+    delta: Real,
+    delta_derivative: Real,
     *,
     scale: float | None = None,
     causal: bool = False,
