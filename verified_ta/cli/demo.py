@@ -13,6 +13,43 @@ import typer
 
 from . import ExitCode
 
+#: what each exit code means for ``demo match3`` (rendered in the CLI reference of the documentation site)
+EXIT_CODES = {
+    ExitCode.OK: "every audited poly gradient stayed within its certified per-call bound and every held-out loss fell",
+    ExitCode.FAILED: "an audited gradient exceeded its bound, or a run's held-out loss did not fall",
+    ExitCode.USAGE: "bad options (sizes, seeds, eps, threads)",
+}
+
+_AUDIT = {"type": "object", "required": ["max_gap", "max_bound", "max_ratio", "held"],
+          "properties": {"max_gap": {"type": "number"}, "max_bound": {"type": "number"},
+                         "max_ratio": {"type": "number"}, "held": {"type": "boolean"}}}
+#: the JSON document OUT.json (JSON Schema, draft 2020-12)
+JSON_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "verified-ta demo match3",
+    "type": "object",
+    "required": ["schema_version", "tool", "version", "command", "config", "runs", "audit_count", "bounds_held",
+                 "worst_ratio", "loss_fell"],
+    "properties": {
+        "config": {"type": "object", "description": "verified_ta.match3.Match3Config as a dict"},
+        "runs": {"type": "array", "items": {
+            "type": "object",
+            "required": ["kind", "seed", "parameters", "seconds", "train_loss", "train_accuracy", "eval_steps",
+                         "eval_loss", "eval_accuracy", "audits"],
+            "properties": {
+                "kind": {"enum": ["softmax", "exact", "poly"]},
+                "audits": {"type": "array", "items": {
+                    "type": "object", "required": ["step", "delta", "delta_derivative", "degree", "rank", "dq", "dk1",
+                                                   "dk2", "dv1", "dv2"],
+                    "properties": {name: _AUDIT for name in ("dq", "dk1", "dk2", "dv1", "dv2")}}},
+            }}},
+        "audit_count": {"type": "integer"},
+        "bounds_held": {"type": "boolean"},
+        "worst_ratio": {"type": "object", "description": "max observed/bound per gradient over all audits"},
+        "loss_fell": {"type": "object", "description": "per run: last held-out loss < first"},
+    },
+}
+
 
 def register(app: typer.Typer) -> None:
     demo = typer.Typer(help="Demonstrations that train models.", no_args_is_help=True)
