@@ -110,9 +110,9 @@ def test_api_rejects_bad_method_options(kwargs, match):
 
 @spec("A1", "L7")
 def test_unreachable_eps_says_what_would():
-    """float32's rounding term alone (~6e-5 at B ≈ 1) exceeds ε = 1e-6: refused, naming the ways out."""
-    x = _inputs(6, 4, dtype=torch.float32, seed=4)
-    with pytest.raises(ValueError, match="no certified polynomial reaches eps = 1e-06.*float32 cannot reach") as err:
+    """float32's rounding term alone (~2e-3 at B = 1, n = 64) exceeds ε = 1e-6: refused, naming the ways out."""
+    x = _inputs(64, 4, dtype=torch.float32, seed=4)
+    with pytest.raises(ValueError, match="no certified polynomial reaches eps = 1e-06.*float32 cannot be certified") as err:
         vta.tensor_attention(*x, method="poly", eps=1e-6)
     for hint in ("smaller entry bound", "larger eps", "float64", "method='exact'"):
         assert hint in str(err.value)
@@ -201,7 +201,7 @@ def test_chunk_size_changes_nothing_beyond_rounding():
     vnorm = float(x[3].detach().abs().max() * x[4].detach().abs().max())
     fwd = forward_rounding_term(a, 1, 3, 10, 10, torch.float64, delta, vnorm)
     for out, grads in runs[1:]:
-        assert float((out - runs[0][0]).abs().max()) <= 2 * fwd
+        assert float((out - runs[0][0]).detach().abs().max()) <= 2 * fwd
         for name, g, g0 in zip(NAMES, grads, runs[0][1]):
             assert bool(((g - g0).abs() <= 2 * fp[name]).all()), name
 

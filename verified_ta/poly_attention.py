@@ -131,8 +131,9 @@ _DTYPE_NAMES = {torch.float64: "float64", torch.float32: "float32"}
 def certify_poly(B: Fraction, n: int, d: int, eps: float, dtype: torch.dtype, family: str = "auto") -> PolyCertificate:
     """The certificate of :func:`verified_ta.certificate.build_certificate` for (B, n, d, ε, dtype, family), cached.
 
-    ``ValueError`` when none reaches ε (δ + ρ > ε, no family within degree 400, or features over the memory limit),
-    saying what would: a smaller entry bound, a larger ε, float64, or method="exact".
+    ε is the certificate's target: its proved forward total (L9 at ‖V1⊘V2‖∞ ≤ B², plus the dtype's rounding term)
+    is at most ε. ``ValueError`` when no polynomial is certified to ε (target missed or inconclusive, or its features
+    over the memory limit), saying what would: a smaller entry bound, a larger ε, float64, or method="exact".
     """
     return _certify(Fraction(B), n, d, float(eps), _DTYPE_NAMES[dtype], family)
 
@@ -149,9 +150,20 @@ def _certify(B: Fraction, n: int, d: int, eps: float, dtype: str, family: str) -
         cert = build_certificate(inputs)
     except ValueError as exc:
         raise ValueError(f"method='poly': no certified polynomial reaches eps = {eps:g} for {where}: {exc}; {advice}") from None
-    if cert.verdict != "certified":
+    if not _proved_within(cert, eps):
         raise ValueError(f"method='poly': no certified polynomial reaches eps = {eps:g} for {where}: {cert.message}; {advice}")
     return PolyCertificate(B, n, d, eps, {v: k for k, v in _DTYPE_NAMES.items()}[dtype], cert)
+
+
+def _proved_within(cert: "Certificate", eps: float) -> bool:
+    """A polynomial whose proved forward total is <= ε and whose features fit the memory limit: verdict "certified",
+    or "not applicable" only because the cost model says exact is cheaper at this n (still usable, just not faster)."""
+    if cert.verdict == "certified":
+        return True
+    bounds = cert.bounds
+    return (cert.verdict == "not applicable" and cert.polynomial is not None and bounds is not None
+            and cert.costs["fits_memory"] and bounds["tag"] == "proved" and bounds["total"] is not None
+            and Fraction(bounds["total"]) <= Fraction(eps))
 
 
 def check_method_options(method: str, eps: float, bound: float | None) -> None:
@@ -194,8 +206,8 @@ def poly_tensor_attention(
     """Tensor attention by the certified polynomial method (A1 with L8 features), differentiable (once).
 
     Shapes as :func:`verified_ta.tensor_attention`, float32/float64, any device. ``bound``: an entry bound B for q,
-    k1, k2 (checked; fixes the certificate across calls), else the inputs' own per-column maxima. ``eps``: the target
-    relative error of the scores' exponentials, δ + ρ ≤ ε (δ the certified approximation, ρ the dtype's rounding).
+    k1, k2 (checked; fixes the certificate across calls), else the inputs' own per-column maxima. ``eps``: the
+    certificate's target (:func:`certify_poly`: proved forward total ≤ ε for values with ‖V1⊘V2‖∞ ≤ B_grid²).
     Returns ``out``, then the :class:`PolyCertificate` if ``return_certificate``, then if ``return_bound`` a float ≥
     ‖out − Att‖∞ against exact tensor attention of the same inputs in exact arithmetic (L9 with the certified δ plus
     A1's floating-point term at the call's score range). ``ValueError`` when no polynomial is certified (see
