@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 
+import jsonschema
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from verified_ta import match3
-from verified_ta.cli import ExitCode, app
+from verified_ta.cli import ExitCode, app, demo
 from verified_ta.spec import spec
 
 TINY = dict(n=4, modulus=8, embed_dim=8, heads=2, head_dim=2, hidden=16, batch=16, steps=30, seeds=(0,), audit_every=10,
@@ -74,6 +75,7 @@ def test_cli_writes_outputs_and_exit_codes(tmp_path, monkeypatch):
     ok = runner.invoke(app, [*args, "--out", str(tmp_path / "ok")])
     assert ok.exit_code == ExitCode.OK, ok.output
     data = json.loads((tmp_path / "ok.json").read_text())
+    jsonschema.validate(data, demo.JSON_SCHEMA)
     assert data["tool"] == "verified-ta" and data["bounds_held"] and data["audit_count"] == 3
     assert (tmp_path / "ok.png").stat().st_size > 10_000
     monkeypatch.setattr(match3, "gradient_bounds", _shrunk_bounds)
@@ -82,6 +84,8 @@ def test_cli_writes_outputs_and_exit_codes(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "bad.json").read_text())["bounds_held"] is False
     usage = runner.invoke(app, ["demo", "match3", "--heads", "3", "--head-dim", "3", "--out", str(tmp_path / "u")])
     assert usage.exit_code == ExitCode.USAGE and "multiple of heads" in usage.output
+    missing = runner.invoke(app, [*args, "--out", str(tmp_path / "no" / "such" / "dir")])
+    assert missing.exit_code == ExitCode.USAGE and "does not exist" in missing.output  # before any training
 
 
 @pytest.mark.parametrize("kwargs,match", [(dict(steps=0), "steps"), (dict(seeds=()), "seeds"), (dict(lr=-1.0), "lr")])

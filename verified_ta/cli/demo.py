@@ -11,7 +11,8 @@ from typing import Optional
 
 import typer
 
-from . import ExitCode
+from ..report import document_schema
+from . import ExitCode, check_outputs
 
 #: what each exit code means for ``demo match3`` (rendered in the CLI reference of the documentation site)
 EXIT_CODES = {
@@ -23,32 +24,27 @@ EXIT_CODES = {
 _AUDIT = {"type": "object", "required": ["max_gap", "max_bound", "max_ratio", "held"],
           "properties": {"max_gap": {"type": "number"}, "max_bound": {"type": "number"},
                          "max_ratio": {"type": "number"}, "held": {"type": "boolean"}}}
-#: the JSON document OUT.json (JSON Schema, draft 2020-12)
-JSON_SCHEMA = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "title": "verified-ta demo match3",
+_RUN = {
     "type": "object",
-    "required": ["schema_version", "tool", "version", "command", "config", "runs", "audit_count", "bounds_held",
-                 "worst_ratio", "loss_fell"],
+    "required": ["kind", "seed", "parameters", "seconds", "train_loss", "train_accuracy", "eval_steps", "eval_loss",
+                 "eval_accuracy", "audits"],
     "properties": {
-        "config": {"type": "object", "description": "verified_ta.match3.Match3Config as a dict"},
-        "runs": {"type": "array", "items": {
+        "kind": {"enum": ["softmax", "exact", "poly"]},
+        "audits": {"type": "array", "items": {
             "type": "object",
-            "required": ["kind", "seed", "parameters", "seconds", "train_loss", "train_accuracy", "eval_steps",
-                         "eval_loss", "eval_accuracy", "audits"],
-            "properties": {
-                "kind": {"enum": ["softmax", "exact", "poly"]},
-                "audits": {"type": "array", "items": {
-                    "type": "object", "required": ["step", "delta", "delta_derivative", "degree", "rank", "dq", "dk1",
-                                                   "dk2", "dv1", "dv2"],
-                    "properties": {name: _AUDIT for name in ("dq", "dk1", "dk2", "dv1", "dv2")}}},
-            }}},
-        "audit_count": {"type": "integer"},
-        "bounds_held": {"type": "boolean"},
-        "worst_ratio": {"type": "object", "description": "max observed/bound per gradient over all audits"},
-        "loss_fell": {"type": "object", "description": "per run: last held-out loss < first"},
+            "required": ["step", "delta", "delta_derivative", "degree", "rank", "dq", "dk1", "dk2", "dv1", "dv2"],
+            "properties": {name: _AUDIT for name in ("dq", "dk1", "dk2", "dv1", "dv2")}}},
     },
 }
+#: the JSON document OUT.json (JSON Schema, draft 2020-12)
+JSON_SCHEMA = document_schema("demo match3", "verified-ta demo match3", {
+    "config": {"type": "object", "description": "verified_ta.match3.Match3Config as a dict"},
+    "runs": {"type": "array", "items": _RUN},
+    "audit_count": {"type": "integer"},
+    "bounds_held": {"type": "boolean"},
+    "worst_ratio": {"type": "object", "description": "max observed/bound per gradient over all audits"},
+    "loss_fell": {"type": "object", "description": "per run: last held-out loss < first"},
+}, ["config", "runs", "audit_count", "bounds_held", "worst_ratio", "loss_fell"])
 
 
 def register(app: typer.Typer) -> None:
@@ -88,16 +84,18 @@ def register(app: typer.Typer) -> None:
                 raise ValueError(f"threads must be an integer >= 1; got {threads}")
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
+        json_path, png_path = out.with_suffix(".json"), out.with_suffix(".png")
+        check_outputs(out=json_path)
+        check_outputs(out=png_path)
         torch.set_num_threads(threads)
         record = run(cfg, progress=typer.echo)
         fell = {f"{r['kind']} seed {r['seed']}": r["eval_loss"][-1] < r["eval_loss"][0] for r in record["runs"]}
         record["loss_fell"] = fell
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_json(out.with_suffix(".json"), record, command="verified-ta demo match3")
-        plot(record, str(out.with_suffix(".png")))
+        write_json(json_path, record, command="demo match3")
+        plot(record, str(png_path))
         worst = ", ".join(f"{k} {v:.3g}" for k, v in record["worst_ratio"].items())
         typer.echo(f"{record['audit_count']} gradient audits, worst observed/bound per input: {worst}")
-        typer.echo(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+        typer.echo(f"wrote {json_path} and {png_path}")
         if not record["bounds_held"] or not all(fell.values()):
             typer.echo(f"FAILED: bounds held: {record['bounds_held']}; loss fell: {fell}", err=True)
             raise typer.Exit(ExitCode.FAILED)
