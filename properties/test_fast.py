@@ -346,6 +346,28 @@ def test_fast_paths_never_allocate_n_cubed():
     assert exact >= cubic  # the instrument sees an n×n² tensor when one is formed
 
 
+@spec("P37", "A1")
+def test_causal_scan_memory_is_per_chunk():
+    """P37, causal: forward and written backward at n = 1024 (chunk 64) hold nothing near n·r·d; autograd through the
+    same prefix sums (the control) keeps every chunk's C × r × (d+1) sums, O(n·r·d) in all."""
+    n, d, degree, chunk = 1024, 4, 4, 64
+    a = shifted("minimax", degree, 1.0)
+    r = feature_rank(degree, d)
+    x = [torch.rand(n, d, dtype=torch.float64, requires_grad=True) for _ in range(5)]
+
+    def forward_backward():
+        fast_tensor_attention(*x, a, causal=True, chunk_size=chunk).sum().backward()
+
+    def autograd_through_scan():
+        P = torch.cumsum(monomials(x[1], degree).unsqueeze(-1) * x[3].unsqueeze(-2), dim=-3)  # n × r × d, kept
+        (P * P).sum().backward()
+
+    per_chunk = 8 * chunk * r * (d + 1)  # one step's prefix sums
+    per_row = 8 * 4 * n * (d + 1)  # O(n·d): the scan's output, its gradient, concatenated input gradients
+    assert largest_allocation(forward_backward) <= max(per_chunk, per_row) < 8 * n * r * d
+    assert largest_allocation(autograd_through_scan) >= 8 * n * r * d  # the instrument sees O(n·r·d) when it exists
+
+
 @pytest.mark.slow
 @spec("P37", "A1")
 def test_fast_forward_runs_where_n_cubed_cannot_fit():

@@ -18,8 +18,8 @@ from verified_ta.error_bounds import (
     score_bound,
     value_bound,
 )
-from verified_ta.fast import fast_objective_gradient, fast_tensor_attention, normaliser
-from verified_ta.features import feature_maps, feature_memory_bytes, feature_rank, monomials, multi_indices, query_features
+from verified_ta.fast import fast_objective_gradient, fast_tensor_attention, normaliser, scan_chunk_size, scan_row_bytes
+from verified_ta.features import feature_maps, feature_rank, monomials, multi_indices, query_features, scan_memory_bytes
 from verified_ta.fp_bounds import attention_rounding_bounds, gamma, objective_gradient_rounding_bound, unit_roundoff
 from verified_ta.gradient import closed_form_gradient, compose_X, compose_Y
 from verified_ta.polynomial import build_polynomial
@@ -261,10 +261,11 @@ def test_forward_rejects_bad_coefficients(coeffs, match):
 def test_rank_over_memory_limit_names_the_limit():
     x = _inputs(64, 16)
     coeffs = build_polynomial("taylor", 8, [0, 2]).shifted(1)
-    need = feature_memory_bytes(64, 64, 64, 8, 16, 8)
-    with pytest.raises(ValueError, match=r"C\(8\+16, 16\) = 735471 .* memory_limit_bytes = 1000000"):
+    chunk = scan_chunk_size(64, scan_row_bytes(x[0], 8))
+    assert chunk == 8  # no row fits SCAN_STEP_BYTES at r = 735471: the √n floor
+    with pytest.raises(ValueError, match=r"C\(8\+16, 16\) = 735471, chunk 8, .* memory_limit_bytes = 1000000"):
         fast_tensor_attention(*x, coeffs, memory_limit_bytes=1_000_000)
-    assert need > 1_000_000
+    assert scan_memory_bytes(64, 64, 8, 16, chunk, 8) > 1_000_000
 
 
 @spec("A2")

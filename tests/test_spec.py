@@ -132,7 +132,7 @@ def test_status_tags_match_the_tagged_evidence(repo_coverage):
 
 
 @pytest.mark.parametrize("spec_id, tags, expected", [
-    ("L4", ("derived", "tested", "property"), "claims `property` but nothing is tagged in properties/"),
+    ("T2", ("z3 swept ≤ 5", "property", "tested"), "claims `tested` but nothing is tagged in tests/"),
     ("P15", ("property",), "but the status lacks `tested`"),
     ("T2", ("property",), "but the status lacks `z3`"),
     ("T1", ("z3 all sizes", "z3 swept ≤ 3", "property", "tested", "paper"), "claims `paper` but no heading"),
@@ -191,7 +191,7 @@ def test_coverage_schema_rejects_a_malformed_document(coverage_run):
 
 
 def test_coverage_exits_1_on_a_status_mismatch(monkeypatch, tmp_path):
-    monkeypatch.setitem(SPEC_STATUS, "L4", ("derived", "tested", "property"))
+    monkeypatch.setitem(SPEC_STATUS, "L4", ("derived", "tested"))  # drops `property`: L4 has tagged properties
     out = tmp_path / "coverage.json"
     result = runner.invoke(app, ["coverage", "--root", str(ROOT), "--json", str(out)])
     assert result.exit_code == ExitCode.FAILED

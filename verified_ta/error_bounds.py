@@ -32,6 +32,10 @@ __all__ = [
     "forward_rounding_ops",
     "forward_rounding_term",
     "gradient_rounding_term",
+    "AttentionGradientBounds",
+    "attention_gradient_error_bounds",
+    "attention_marginal_bounds",
+    "scan_gradient_rounding_ops",
 ]
 
 
@@ -245,3 +249,79 @@ def gradient_rounding_term(
     dr = dc * F + C * fp_rows + _gamma(d, dtype) * C * F
     underflow_G = 2 * s * big_k * n**3 * d**2 * feature_rank(g, d) * _tiny(dtype)
     return _up(s * n * a1 * a2 * a3 * kappa * (H * (dc + C * theta) + dr + C * F * theta) + underflow_G)
+
+
+@dataclass(frozen=True)
+class AttentionGradientBounds:
+    """Upper bounds on ‖d̃X − dX‖∞ for the five attention inputs: the polynomial path's gradient of ⟨dO, Att̃⟩ against
+    the exact path's gradient of ⟨dO, Att⟩, both in exact arithmetic (docs/bounds.md, "Gradients of the polynomial path")."""
+
+    dq: float
+    dk1: float
+    dk2: float
+    dv1: float
+    dv2: float
+
+
+def attention_gradient_error_bounds(
+    delta: Real,
+    delta_derivative: Real,
+    norms: Sequence[Real],
+    dout_row_l1: Real,
+    dout_mass: Sequence[Real],
+    dout_col_mass: Sequence[Real],
+    d: int,
+    scale: Real | None = None,
+) -> AttentionGradientBounds:
+    """Gradients of the polynomial path against the exact path (any product mask; L4 with P in place of exp).
+
+    Hypotheses: |P(x) − eˣ| ≤ δeˣ and |P'(x) − eˣ| ≤ δ'eˣ on the shifted scores (δ < 1). With η = 2δ/(1−δ),
+    κ = 2(δ + δ')/(1−δ) + η, H = ‖V1‖∞‖V2‖∞ and ``norms`` = (‖Q‖∞, ‖K1‖∞, ‖K2‖∞, ‖V1‖∞, ‖V2‖∞):
+    dQ ≤ |s|‖K1‖‖K2‖·κH·max_i‖dO_i‖₁;  dK1 ≤ |s|‖Q‖‖K2‖·κH·m1;  dK2 ≤ |s|‖Q‖‖K1‖·κH·m2;
+    dV1 ≤ η‖V2‖·c1;  dV2 ≤ η‖V1‖·c2, where ``dout_mass`` = (m1, m2) bound max_a Σ_i F_i(a)‖dO_i‖₁ and ``dout_col_mass``
+    = (c1, c2) bound max_{a,c} Σ_i F_i(a)|dO_ic| for each key side, F_i(a) = Σ_b f_iab the attention row i gives key a
+    (:func:`attention_marginal_bounds`; ≤ 1 always).
+    """
+    dl = _delta(delta)
+    dp = _nonneg("delta_derivative", delta_derivative)
+    if len(norms) != 5:
+        raise ValueError(f"norms must hold (||Q||, ||K1||, ||K2||, ||V1||, ||V2||) (max |entry|); got {len(norms)} values")
+    nq, n1, n2, nv1, nv2 = (_nonneg(f"norms[{i}]", x) for i, x in enumerate(norms))
+    row = _nonneg("dout_row_l1", dout_row_l1)
+    for name, pair in (("dout_mass", dout_mass), ("dout_col_mass", dout_col_mass)):
+        if len(pair) != 2:
+            raise ValueError(f"{name} must hold one value per key side (k1, k2); got {len(pair)} values")
+    m1, m2 = (_nonneg(f"dout_mass[{i}]", x) for i, x in enumerate(dout_mass))
+    c1, c2 = (_nonneg(f"dout_col_mass[{i}]", x) for i, x in enumerate(dout_col_mass))
+    s = _abs_scale(scale, d)
+    eta = _eta(dl)
+    kappa = 2 * (dl + dp) / (1 - dl) + eta
+    H = nv1 * nv2
+    return AttentionGradientBounds(
+        dq=_up(s * n1 * n2 * kappa * H * row),
+        dk1=_up(s * nq * n2 * kappa * H * m1),
+        dk2=_up(s * nq * n1 * kappa * H * m2),
+        dv1=_up(eta * nv2 * c1),
+        dv2=_up(eta * nv1 * c2),
+    )
+
+
+def attention_marginal_bounds(abs_score_bound: Real, visible: torch.Tensor) -> torch.Tensor:
+    """F_i(a) ≤ min(1, e^{2M}/|A_i|) (float64, rounded up): scores in [−M, M] make every pair's softmax weight at most
+    e^{2M}/|Ω_i| with |Ω_i| = |A_i|·|B_i| visible pairs, so a key's marginal is at most e^{2M}/|A_i| (``visible`` = |A_i|
+    per query row, e.g. n1, or i + 1 under the causal mask)."""
+    import mpmath
+
+    m = _nonneg("abs_score_bound", abs_score_bound)
+    with mpmath.workdps(40):
+        e2m = Fraction(mpmath.nstr(mpmath.exp(2 * mpmath.mpf(m.numerator) / m.denominator), 35)) * (1 + Fraction(1, 10**30))
+    return torch.clamp(_up(e2m) / visible.to(torch.float64), max=1.0)
+
+
+def scan_gradient_rounding_ops(g: int, d: int, n_q: int, n1: int, n2: int, group: int = 1) -> int:
+    """Roundings on any path of the scan's backward (derived, docs/bounds.md): A1's forward count, the normaliser's
+    gradient (d + 4), the suffix sums over queries (n_q), two Hadamard products and a sum over d + 1 columns, the
+    monomials' VJP (g levels of ≤ d + 4), the sum over r features, and the sum over the ``group`` query heads."""
+    check_positive_int("n_q", n_q)
+    check_positive_int("group", group)
+    return forward_rounding_ops(g, d, n1, n2) + n_q + 2 * d + g * (d + 4) + feature_rank(g, d) + group + 16

@@ -31,8 +31,11 @@ __all__ = [
     "feature_rank",
     "feature_memory_bytes",
     "check_feature_memory",
+    "scan_memory_bytes",
+    "check_scan_memory",
     "exact_coefficients",
     "monomials",
+    "query_weights",
     "query_features",
     "feature_maps",
 ]
@@ -121,6 +124,29 @@ def check_feature_memory(
         )
 
 
+def scan_memory_bytes(n_q: int, n_k: int, g: int, d: int, chunk: int, itemsize: int = 8, batch: int = 1) -> int:
+    """Bytes the chunked scan of A1 holds at its peak (the backward): per step the features of C rows of q, k1, k2
+    (3·C·r, twice with their autograd copies), six C × r × (d+1) prefix/suffix tensors, and the ⌈n/C⌉ pairs of
+    r × (d+1) carries; plus the O(n·d) inputs, outputs and gradients (16·n·(d+1))."""
+    r = feature_rank(g, d)
+    steps = -(-max(n_q, n_k) // chunk)
+    per_batch = 6 * chunk * r + 6 * chunk * r * (d + 1) + (2 * steps + 4) * r * (d + 1) + 16 * max(n_q, n_k) * (d + 1)
+    return batch * itemsize * per_batch
+
+
+def check_scan_memory(
+    n_q: int, n_k: int, g: int, d: int, chunk: int, itemsize: int, batch: int, memory_limit_bytes: int
+) -> None:
+    """Raise ``ValueError`` naming ``memory_limit_bytes`` when :func:`scan_memory_bytes` exceeds it (L8, L11)."""
+    need = scan_memory_bytes(n_q, n_k, g, d, chunk, itemsize, batch)
+    if need > memory_limit_bytes:
+        raise ValueError(
+            f"the feature scan at rank r = C(g+d, d) = C({g}+{d}, {d}) = {feature_rank(g, d)}, chunk {chunk}, batch "
+            f"{batch} needs {need} bytes, over memory_limit_bytes = {memory_limit_bytes}; lower the degree g (smaller "
+            f"B or larger ε), the head dimension d, the chunk size or the batch"
+        )
+
+
 def exact_coefficients(coefficients: Sequence[Real]) -> tuple[Fraction, ...]:
     """The shifted coefficients a_0..a_g as exact rationals (floats convert exactly); finite, not all zero."""
     if len(coefficients) == 0:
@@ -148,19 +174,24 @@ def monomials(x: torch.Tensor, g: int) -> torch.Tensor:
     return torch.cat(blocks, dim=-1)
 
 
-def _query_weights(coefficients: Sequence[Fraction], scale: float, d: int, dtype, device) -> torch.Tensor:
-    """c_α = a_|α| · multinomial(|α|; α) · s^|α|, each rounded once from its exact rational value."""
+def query_weights(coefficients: Sequence[Fraction], scale: float, d: int, dtype, device) -> torch.Tensor:
+    """c_α = a_|α| · multinomial(|α|; α) · s^|α| ``(r,)``, each rounded once from its exact rational value (to
+    float64, then to ``dtype``)."""
+    return torch.tensor(_weights(tuple(coefficients), scale, d), dtype=torch.float64, device=device).to(dtype)
+
+
+@lru_cache(maxsize=64)
+def _weights(coefficients: tuple[Fraction, ...], scale: float, d: int) -> tuple[float, ...]:
     table = multi_indices(len(coefficients) - 1, d)
     s = Fraction(scale)
-    weights = [float(coefficients[t] * m * s**t) for t, m in zip(table.degrees, table.multinomials)]
-    return torch.tensor(weights, dtype=torch.float64, device=device).to(dtype)
+    return tuple(float(coefficients[t] * m * s**t) for t, m in zip(table.degrees, table.multinomials))
 
 
 def query_features(q: torch.Tensor, coefficients: Sequence[Real], scale: float) -> torch.Tensor:
     """U of L8: ``(..., n, r)`` with U[i,α] = a_|α| · multinomial(|α|; α) · s^|α| · q_i^α."""
     a = exact_coefficients(coefficients)
     s = resolve_scale(scale, q.shape[-1])
-    return monomials(q, len(a) - 1) * _query_weights(a, s, q.shape[-1], q.dtype, q.device)
+    return monomials(q, len(a) - 1) * query_weights(a, s, q.shape[-1], q.dtype, q.device)
 
 
 def feature_maps(

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from . import kernels
+from . import kernels, poly_attention
 from .masks import Window, check_window
 from .reference import ReferenceTensorAttention, resolve_scale
 from .validation import check_attention_inputs, check_positive_int
@@ -19,6 +19,7 @@ from .validation import check_attention_inputs, check_positive_int
 __all__ = ["BACKENDS", "tensor_attention", "TensorAttention"]
 
 Backend = Literal["auto", "triton", "reference"]
+Method = poly_attention.Method
 BACKENDS = ("auto", "triton", "reference")
 
 
@@ -74,7 +75,12 @@ def tensor_attention(
     backend: Backend = "auto",
     deterministic: bool = True,
     check_inputs: bool | None = None,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    method: Method = "exact",
+    eps: float = 1e-3,
+    bound: float | None = None,
+    return_certificate: bool = False,
+    return_bound: bool = False,
+) -> torch.Tensor | tuple:
     """Exact tensor attention Att[i] = Σ_{a,b} softmax_i(s·⟨q_i, k1_a∘k2_b⟩)·(v1_a∘v2_b) (SPEC §2), differentiable (L4).
 
     Args:
@@ -93,8 +99,12 @@ def tensor_attention(
             d = 128); False accumulates dQ atomically (8, 9 at d = 128).
         check_inputs: reject NaN/Inf entries. None (default) checks on the CPU only: on CUDA the check would cost a
             host-device synchronisation per call, so the hot path skips it (as SDPA does).
+        method: ``"exact"``, or ``"poly"``: the certified polynomial method
+            (:func:`verified_ta.poly_attention.poly_tensor_attention`; plain torch, full or causal mask);
+            ``eps``, ``bound``, ``return_certificate`` and ``return_bound`` apply only there.
     Returns:
-        out ``(..., H, n_q, d)``, or ``(out, lse)``.
+        out ``(..., H, n_q, d)``, or ``(out, lse)``; with ``method="poly"`` out, then the certificate and the
+        forward bound when asked for.
     Raises:
         ValueError: bad shapes, dtype, device, scale, window or backend; non-finite inputs when checked;
             ``backend="triton"`` outside the kernels' support.
@@ -102,6 +112,10 @@ def tensor_attention(
     The kernel path supports one backward (no double backward); the reference is twice differentiable. The kernels
     are verified under the CPU interpreter and compiled for sm_90 by the offline gate; GPU runs: docs/kernels.md.
     """
+    if method != "exact" or return_certificate or return_bound:
+        return poly_attention.dispatch(method, q, k1, k2, v1, v2, scale=scale, causal=causal, window=window,
+                                       return_lse=return_lse, backend=backend, eps=eps, bound=bound,
+                                       return_certificate=return_certificate, return_bound=return_bound)
     check_values = (q.device.type == "cpu") if check_inputs is None else bool(check_inputs)
     check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window, check_values=check_values)
     window = check_window(window, causal)
@@ -124,12 +138,15 @@ class TensorAttention(nn.Module):
     of the sequence (:func:`verified_ta.distributed.shard_sequence`, default layout) and gets its shard of the
     output (:func:`verified_ta.distributed.context_parallel_tensor_attention`); each rank's parameter gradients
     cover its own tokens (sum them over the group, as DDP does).
+    ``method="poly"`` (with ``eps``, ``bound``; without ``process_group``) runs the certified polynomial method; the
+    attribute can be switched per layer.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, *, head_dim: int | None = None, num_kv_heads: int | None = None,
                  bias: bool = True, causal: bool = False, window: Window | None = None, scale: float | None = None,
-                 backend: Backend = "auto", device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None, process_group: Any = None) -> None:
+                 backend: Backend = "auto", method: Method = "exact", eps: float = 1e-3, bound: float | None = None,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                 process_group: Any = None) -> None:
         super().__init__()
         check_positive_int("embed_dim", embed_dim)
         check_positive_int("num_heads", num_heads)
@@ -147,6 +164,10 @@ class TensorAttention(nn.Module):
         if not isinstance(causal, bool):
             raise ValueError(f"causal must be a bool; got {causal!r}")
         resolve_scale(scale, head_dim)
+        poly_attention.check_method_options(method, eps, bound)
+        if method == "poly" and process_group is not None:
+            raise ValueError("method='poly' does not run context-parallel: use process_group=None or method='exact'")
+        self.method, self.eps, self.bound = method, eps, bound
         self.embed_dim, self.num_heads, self.num_kv_heads, self.head_dim = embed_dim, num_heads, num_kv_heads, head_dim
         self.causal, self.window, self.scale, self.backend = causal, check_window(window, causal), scale, backend
         self.process_group = process_group
@@ -178,6 +199,6 @@ class TensorAttention(nn.Module):
                                                     causal=self.causal, window=self.window, backend=self.backend)
         else:
             att = tensor_attention(q, k1, k2, v1, v2, scale=self.scale, causal=self.causal, window=self.window,
-                                   backend=self.backend)
+                                   backend=self.backend, method=self.method, eps=self.eps, bound=self.bound)
         b, _, n, _ = att.shape
         return self.out_proj(att.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))

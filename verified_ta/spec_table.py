@@ -45,7 +45,7 @@ ENTRIES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ('L3', 'gradient in Y, Y1, Y2',
      ('z3 swept ≤ 3', 'property')),
     ('L4', 'gradients in Q, K1, K2, V1, V2',
-     ('derived', 'tested')),
+     ('derived', 'property', 'tested')),
     ('L5', 'bounded entries: scores in [−s·d·B³, s·d·B³] and ‖V1⊘V2‖∞ ≤ B²',
      ('paper', 'property', 'tested')),
     ('L6', 'shift by M: exp(z) = e^{−M} exp(z+M), so only [0, 2M] needs approximating',
