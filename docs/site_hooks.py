@@ -88,23 +88,28 @@ def exit_codes() -> str:
 
 
 def cli_reference() -> str:
-    """Markdown for every command registered on ``verified_ta.cli.app``, in registration order."""
+    """Markdown for every command registered on ``verified_ta.cli.app``, sub-groups' commands included
+    (``verified-ta demo match3``), in registration order."""
     import importlib
 
     import typer
 
     from verified_ta.cli import app
 
-    group = typer.main.get_command(app)
+    def commands(typer_app: typer.Typer, click_group, prefix: str):
+        for info in typer_app.registered_commands:
+            name = info.name or info.callback.__name__.replace("_", "-")
+            yield f"{prefix} {name}", click_group.commands[name], info.callback.__module__
+        for info in typer_app.registered_groups:
+            yield from commands(info.typer_instance, click_group.commands[info.name], f"{prefix} {info.name}")
+
     lines: list[str] = []
-    for info in app.registered_commands:
-        name = info.name or info.callback.__name__.replace("_", "-")
-        command = group.commands[name]
-        module = importlib.import_module(info.callback.__module__)
-        ctx = typer.Context(command, info_name=f"verified-ta {name}")
+    for name, command, module_name in commands(app, typer.main.get_command(app), "verified-ta"):
+        module = importlib.import_module(module_name)
+        ctx = typer.Context(command, info_name=name)
         usage = " ".join(command.collect_usage_pieces(ctx))
-        lines += [f"## `verified-ta {name}`", "", (command.help or "").strip(), "",
-                  f"**Usage:** `verified-ta {name} {usage}`", "", *_option_rows(command, ctx), "",
+        lines += [f"## `{name}`", "", (command.help or "").strip(), "",
+                  f"**Usage:** `{name} {usage}`", "", *_option_rows(command, ctx), "",
                   "**Exit codes**", "", *_exit_code_rows(module), "",
                   "**JSON output** (`--json FILE`; `-` writes to stdout)", "", *_schema_block(module), ""]
     return "\n".join(lines)

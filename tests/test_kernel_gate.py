@@ -10,6 +10,7 @@ import sys
 import types
 from pathlib import Path
 
+import jsonschema
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -116,17 +117,20 @@ def test_kernels_command_json_and_exit_codes(tmp_path):
     """`verified-ta kernels`: strict JSON ('-' = stdout) with what is needed to recompile each variant; exit 0 when
     all pass, 2 on a bad target or dtype (before compiling anything)."""
     from verified_ta.cli import app
+    from verified_ta.cli.kernels import JSON_SCHEMA
 
     runner = CliRunner()
     ok = runner.invoke(app, ["kernels", "--dtypes", "bfloat16", "--head-dims", "32", "--kernel", "delta,combine",
                              "--jobs", "1", "--json", "-"])
     assert ok.exit_code == 0, ok.output
     doc = json.loads(ok.stdout)
+    jsonschema.validate(doc, JSON_SCHEMA)
     assert doc["passed"] and doc["target"] == "sm_90" and len(doc["variants"]) == 2
     for v in doc["variants"]:
         assert {"qualname", "signature", "constexprs", "num_warps", "num_stages", "registers", "spill_stores",
                 "shared_bytes", "wgmma", "compile_s"} <= set(v)
         assert v["qualname"].startswith("verified_ta.kernels.triton_kernels.")
-    for bad in (["--target", "sm_70"], ["--dtypes", "float64"], ["--head-dims", "x"]):
+    for bad in (["--target", "sm_70"], ["--dtypes", "float64"], ["--head-dims", "x"],
+                ["--json", str(tmp_path / "missing" / "k.json")]):
         res = runner.invoke(app, ["kernels", *bad])
         assert res.exit_code == 2, (bad, res.output)
