@@ -58,10 +58,12 @@ for _d in (16, 32, 64, 128):
     _TABLE["k1_owner", "16bit", _d] = ((_C(64, 64, 8, 2), _C(64, 32, 8, 2)) if _wide
                                        else (_C(64, 64, 8, 2), _C(64, 32, 8, 2)))
     _TABLE["k2_owner", "16bit", _d] = ((_C(32, 64, 8, 2),) if _wide else (_C(64, 64, 8, 2), _C(32, 64, 4, 2)))
-    _fp32 = (_C(64, 32, 4, 2), _C(32, 32, 4, 2)) if _wide else (_C(64, 64, 4, 2), _C(64, 32, 4, 2))
-    for _k in ("forward", "forward-window", "dq", "k1_owner"):
-        _TABLE[_k, "fp32", _d] = _fp32
-    _TABLE["k2_owner", "fp32", _d] = (_C(32, 32, 4, 2),) if _wide else (_C(32, 64, 4, 2),)
+    # float32 (IEEE FMA dots, no tensor cores): the least-spilling tiles of a sweep (RESULTS.md, "Compile gate")
+    _fwd32 = (_C(64, 32, 8, 2), _C(32, 32, 8, 2)) if _wide else (_C(64, 64, 8, 2), _C(32, 32, 8, 2))
+    _TABLE["forward", "fp32", _d] = _TABLE["forward-window", "fp32", _d] = _fwd32
+    _TABLE["dq", "fp32", _d] = (_C(32, 32, 8, 2),) if _wide else (_C(32, 32, 8, 2), _C(64, 32, 8, 2))
+    _TABLE["k1_owner", "fp32", _d] = (_C(32, 32, 4, 2),) if _wide else (_C(64, 32, 8, 2), _C(32, 32, 4, 2))
+    _TABLE["k2_owner", "fp32", _d] = (_C(32, 16, 8, 2),) if _wide else (_C(32, 32, 8, 2),)
 
 TUNABLE = ("forward", "dq", "k1_owner", "k2_owner")
 
