@@ -285,12 +285,19 @@ def context_parallel_tensor_attention(
     """Exact tensor attention (SPEC §2) of a sequence sharded over ``group``, differentiable (L4).
 
     Args:
-        q, k1, k2, v1, v2: this rank's shard ``(..., n_local, d)`` of one sequence of length n, cut in ``layout``
-            (:func:`shard_sequence`); q may have a multiple of the keys' heads in dimension -3 (grouped-query heads).
+        q: this rank's shard ``(..., n_local, d)`` of the queries of one sequence of length n, cut in ``layout``
+            (:func:`shard_sequence`); it may have a multiple of the keys' heads in dimension -3 (grouped-query heads).
+        k1: this rank's shard of the first keys, cut like ``q``.
+        k2: this rank's shard of the second keys, cut like ``q``.
+        v1: this rank's shard of the first values, cut like ``q``.
+        v2: this rank's shard of the second values, cut like ``q``.
         group: a ``torch.distributed`` process group (None: the default group); every rank of it must call. With
             NCCL, set each rank's device first (``torch.cuda.set_device``): the options exchange uses it.
-        scale, causal, window: as :func:`verified_ta.tensor_attention`; masks apply to sequence positions.
+        scale: as :func:`verified_ta.tensor_attention`.
+        causal: as :func:`verified_ta.tensor_attention`; the mask applies to sequence positions.
+        window: as :func:`verified_ta.tensor_attention`; the window applies to sequence positions.
         layout: one of :data:`LAYOUTS`, the same on every rank.
+        return_lse: also return this rank's rows of the log-sum-exp.
         backend: the local backend, as in :func:`verified_ta.tensor_attention` ("triton" only without causal).
     Returns:
         out ``(..., n_local, d)`` for this rank's queries, or ``(out, lse)`` with the natural-log LSE
