@@ -30,8 +30,9 @@ nothing else changes. With ``create_graph=True`` the backward is the reference's
 
 Deterministic: the kernel parallelises its forward over (batch·heads, query blocks) and its backward over
 batch·heads, each output summed in a fixed order; tiles are visited in a fixed order.
-Grouped-query heads: the g query heads of one key head are stacked as g·m queries of one kernel head, so K and
-V are never repeated (and their gradients are summed over the group by the kernel itself).
+Grouped-query heads: the kernel sees batch·key heads as its batch and the g query heads of a key head as its heads,
+with the pair keys and values expanded over them by a zero stride: K and V are never repeated, and each query head
+computes exactly what it would with its own copy of the keys.
 Precision: float64 and float32 run in their own dtype (the kernel's accumulation type); float16/bfloat16
 tiles run in the dtype with the kernel's float32 softmax, and the merge and gradients accumulate in float32.
 Each score is rounded d + 2 times (the product k1∘k2, d products with q and their sum, the scale), as the
@@ -66,11 +67,11 @@ _FLASH = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 _FLASH_BACKWARD = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
 
 #: a call or tile with fewer multiply-adds (queries · pairs · d) runs on one thread (its kernel call and the
-#: element-wise ops around it). Measured on the 2-core box under its usual load of other processes
-#: (``bench_cpu.py --tune``): one kernel call of 6.7e7 takes 24 ms on one thread and 32 ms on two (an OpenMP
-#: fork/join there costs 12–16 ms; microseconds on an idle machine), one of 2.7e8 81 ms and 70 ms, one of 1.1e9
-#: 358 ms and 192 ms.
-PARALLEL_MIN_WORK = 1 << 26
+#: element-wise ops around it). Measured on the 2-core box shared with other processes (``bench_cpu.py --tune``,
+#: one kernel call, 1 vs 2 threads): at load ≈ 10, 6.7e7: 24 vs 32 ms, 2.7e8: 81 vs 70 ms, 1.1e9: 358 vs 192 ms
+#: (an OpenMP fork/join costing 12–16 ms; microseconds on an idle machine); at load ≈ 3 a second thread never
+#: helped (1.1e9: 109 vs 116 ms). The threshold is the middle of the first crossover, [6.7e7, 2.7e8].
+PARALLEL_MIN_WORK = 1 << 27
 
 #: (a0, a1, b0, b1): the pairs with k1 row a in [a0, a1) and k2 row b in [b0, b1)
 Rect = tuple[int, int, int, int]
@@ -90,12 +91,15 @@ class Tile:
 
 
 def default_block(n_q: int, n1: int, n2: int, causal: bool, window: Window | None) -> int:
-    """The block sizes measured best on the 2-core box (``bench_cpu.py --tune``, benchmarks/RESULTS.md): full,
-    about 16,384 pair keys per tile (flat from 2,048 to 32,768 on one thread); causal, blocks of 16 of t = max(a, b);
-    windowed, blocks of 16 queries and 16 k1 rows."""
+    """The block sizes measured on the 2-core box (``bench_cpu.py --tune``, benchmarks/RESULTS.md, n = 512): full,
+    about 16,384 pair keys per tile (one thread: within 10 % from 2,048 to 32,768); causal, blocks of 32 of
+    t = max(a, b); windowed, blocks of 32 queries and k1 rows, at most the narrower window side (a query block
+    then holds at most 4× the visible pairs)."""
     if not causal:
         return max(1, min(n1, -(-16384 // n2)))
-    return 16
+    if window is None:
+        return 32
+    return max(1, min([32] + [w for w in window if w is not None]))
 
 
 def _fully_visible(rows: tuple[int, int], rect: Rect, window: Window | None) -> bool:
@@ -141,8 +145,8 @@ def plan_tiles(n_q: int, n1: int, n2: int, *, causal: bool = False, window: Wind
     return tiles
 
 
-def _tile_mask(tile: Tile, window: Window | None, group: int, dtype: torch.dtype) -> torch.Tensor:
-    """Additive mask (g·m, pairs): 0 where the pair is visible to the query, −inf elsewhere (masks.pair_mask)."""
+def _tile_mask(tile: Tile, window: Window | None, dtype: torch.dtype) -> torch.Tensor:
+    """Additive mask (m, pairs): 0 where the pair is visible to the query, −inf elsewhere (masks.pair_mask)."""
     r0, r1 = tile.rows
     w1, w2 = window or (None, None)
     mask = torch.empty(r1 - r0, tile.pairs, dtype=dtype)
@@ -156,19 +160,19 @@ def _tile_mask(tile: Tile, window: Window | None, group: int, dtype: torch.dtype
         torch.add(add_a[:, :, None], add_b[:, None, :],
                   out=mask[:, start:start + size].unflatten(1, (a1 - a0, b1 - b0)))
         start += size
-    return mask.repeat(group, 1) if group > 1 else mask
+    return mask
 
 
 def _pairs(x1: torch.Tensor, x2: torch.Tensor, rects: tuple[Rect, ...], out: torch.Tensor) -> torch.Tensor:
     """The rows fl(x1_a ∘ x2_b) of X1⊘X2 for the pairs of ``rects``, a-major (T10 order), written into ``out``
-    ``(1, H, >= pairs, d)``; returns its first ``pairs`` rows."""
+    ``(H, >= pairs, d)``; returns its first ``pairs`` rows."""
     start = 0
     for a0, a1, b0, b1 in rects:
         size = (a1 - a0) * (b1 - b0)
-        torch.mul(x1[:, :, a0:a1, None], x2[:, :, None, b0:b1],
-                  out=out[:, :, start:start + size].unflatten(2, (a1 - a0, b1 - b0)))
+        torch.mul(x1[:, a0:a1, None], x2[:, None, b0:b1],
+                  out=out[:, start:start + size].unflatten(1, (a1 - a0, b1 - b0)))
         start += size
-    return out[:, :, :start]
+    return out[:, :start]
 
 
 @contextmanager
@@ -185,46 +189,44 @@ def _threads_for(work: int) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _rows(x: torch.Tensor, rows: tuple[int, int]) -> torch.Tensor:
-    """Rows of a ``(1, H, g, n, …)`` tensor as ``(1, H, g·m, …)`` (a view when g = 1)."""
-    part = x[:, :, :, rows[0]:rows[1]]
-    return part.flatten(2, 3)
-
-
 def _accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _layout(q: torch.Tensor, kv: list[torch.Tensor], group: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """q as ``(1, H, g, n_q, d)`` and keys/values as ``(1, H, n, d)``, H = batch·key heads (contiguous)."""
-    q5 = q.contiguous().reshape(1, -1, group, *q.shape[-2:])
-    return q5, [x.contiguous().reshape(1, -1, *x.shape[-2:]) for x in kv]
+    """q as ``(H, g, n_q, d)`` and keys/values as ``(H, n, d)``, H = batch·key heads, g query heads per key head.
+
+    The kernel sees H as its batch and g as its heads; pair keys and values enter expanded over g with stride 0, so
+    K and V are never repeated and each query head's computation is the one of the ungrouped case.
+    """
+    return q.contiguous().reshape(-1, group, *q.shape[-2:]), [x.contiguous().reshape(-1, *x.shape[-2:]) for x in kv]
 
 
-def _work(tiles: list[Tile], q5: torch.Tensor, group: int, tile: Tile | None = None) -> int:
+def _work(tiles: list[Tile], q4: torch.Tensor, tile: Tile | None = None) -> int:
     """Multiply-adds (queries · pairs · d) of one tile, or of all."""
-    heads, d = q5.shape[1] * group, q5.shape[-1]
+    heads, d = q4.shape[0] * q4.shape[1], q4.shape[-1]
     return sum(heads * (t.rows[1] - t.rows[0]) * t.pairs * d for t in ([tile] if tile else tiles))
 
 
-def _tile_operands(tiles: list[Tile], q5: torch.Tensor, kv: list[torch.Tensor], window: Window | None,
-                   group: int) -> Iterator[tuple[Tile, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-    """Each tile with its pair keys, pair values and additive mask (or None); the caller's loop body for a tile
-    runs, like the pairs and the mask, under :func:`_threads_for` its work.
+def _tile_operands(tiles: list[Tile], q4: torch.Tensor, kv: list[torch.Tensor],
+                   window: Window | None) -> Iterator[tuple[Tile, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """Each tile with its pair keys and values ``(H, g, pairs, d)`` (stride 0 over g) and additive mask (or None);
+    the caller's loop body for a tile runs, like the pairs and the mask, under :func:`_threads_for` its work.
 
     The pairs go into two buffers reused across tiles and are formed again only when the rectangles change (a
     causal block's masked and unmasked tiles share them).
     """
     k1, k2, v1, v2 = kv
-    buffers = [torch.empty(*k1.shape[:2], max(t.pairs for t in tiles), k1.shape[-1], dtype=k1.dtype)
-               for _ in range(2)]
+    heads, group, d = q4.shape[0], q4.shape[1], q4.shape[-1]
+    buffers = [torch.empty(heads, max(t.pairs for t in tiles), d, dtype=k1.dtype) for _ in range(2)]
     rects = None
     for tile in tiles:
-        with _threads_for(_work(tiles, q5, group, tile)):
+        with _threads_for(_work(tiles, q4, tile)):
             if tile.rects != rects:
                 rects = tile.rects
-                keys, values = _pairs(k1, k2, rects, buffers[0]), _pairs(v1, v2, rects, buffers[1])
-            yield tile, keys, values, _tile_mask(tile, window, group, q5.dtype) if tile.masked else None
+                keys, values = (_pairs(x1, x2, rects, buf)[:, None].expand(heads, group, tile.pairs, d)
+                                for x1, x2, buf in ((k1, k2, buffers[0]), (v1, v2, buffers[1])))
+            yield tile, keys, values, _tile_mask(tile, window, q4.dtype) if tile.masked else None
 
 
 def _merge(acc: torch.Tensor, lse: torch.Tensor, out: torch.Tensor, out_lse: torch.Tensor) -> None:
@@ -249,15 +251,15 @@ def blocked_forward(q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, v1: tor
             check_finite(name, x)
     s = resolve_scale(scale, q.shape[-1])
     tiles = plan_tiles(q.shape[-2], k1.shape[-2], k2.shape[-2], causal=causal, window=window, block=block)
-    q5, kv = _layout(q, [k1, k2, v1, v2], group)
+    q4, kv = _layout(q, [k1, k2, v1, v2], group)
     acc_dtype = _accumulator_dtype(q.dtype)
-    acc = torch.zeros(q5.shape, dtype=acc_dtype)
-    lse = torch.full(q5.shape[:-1], -math.inf, dtype=acc_dtype)
-    with _threads_for(_work(tiles, q5, group)):
-        for tile, keys, values, mask in _tile_operands(tiles, q5, kv, window, group):
-            (r0, r1), shape = tile.rows, (*q5.shape[:3], tile.rows[1] - tile.rows[0])
-            o, o_lse = _FLASH(_rows(q5, tile.rows), keys, values, attn_mask=mask, scale=s)
-            _merge(acc[..., r0:r1, :], lse[..., r0:r1], o.reshape(*shape, -1), o_lse.reshape(shape))
+    acc = torch.zeros(q4.shape, dtype=acc_dtype)
+    lse = torch.full(q4.shape[:-1], -math.inf, dtype=acc_dtype)
+    with _threads_for(_work(tiles, q4)):
+        for tile, keys, values, mask in _tile_operands(tiles, q4, kv, window):
+            r0, r1 = tile.rows
+            o, o_lse = _FLASH(q4[:, :, r0:r1], keys, values, attn_mask=mask, scale=s)
+            _merge(acc[:, :, r0:r1], lse[:, :, r0:r1], o, o_lse)
     return acc.to(q.dtype).reshape(q.shape), lse.reshape(q.shape[:-1])
 
 
@@ -272,21 +274,21 @@ def _lse_coordinate(xs: list[torch.Tensor], grad_out: torch.Tensor, out: torch.T
 
 def _product_rule(grad_pairs: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor,
                   rect: Rect) -> None:
-    """Pair gradients G ``(1, H, A, B, d)`` of x1_a ∘ x2_b to the factors: g1_a += Σ_b G_ab ∘ x2_b and
+    """Pair gradients G ``(H, A, B, d)`` of x1_a ∘ x2_b to the factors: g1_a += Σ_b G_ab ∘ x2_b and
     g2_b += Σ_a G_ab ∘ x1_a."""
     a0, a1, b0, b1 = rect
-    g1[:, :, a0:a1] += (grad_pairs * x2[:, :, None, b0:b1]).sum(3)
-    g2[:, :, b0:b1] += (grad_pairs * x1[:, :, a0:a1, None]).sum(2)
+    g1[:, a0:a1] += (grad_pairs * x2[:, None, b0:b1]).sum(2)
+    g2[:, b0:b1] += (grad_pairs * x1[:, a0:a1, None]).sum(1)
 
 
 def _to_factors(rects: tuple[Rect, ...], grad_keys: torch.Tensor, grad_values: torch.Tensor, kv: list[torch.Tensor],
                 grads: list[torch.Tensor]) -> None:
-    """Add the pair gradients dK, dV ``(1, H, pairs, d)`` of ``rects`` to dK1, dK2, dV1, dV2 (``grads[1:]``)."""
+    """Add the pair gradients dK, dV ``(H, pairs, d)`` of ``rects`` to dK1, dK2, dV1, dV2 (``grads[1:]``)."""
     start = 0
     for rect in rects:
         a0, a1, b0, b1 = rect
         size = (a1 - a0, b1 - b0)
-        g_k, g_v = (g[:, :, start:start + size[0] * size[1]].unflatten(2, size) for g in (grad_keys, grad_values))
+        g_k, g_v = (g[:, start:start + size[0] * size[1]].unflatten(1, size) for g in (grad_keys, grad_values))
         start += size[0] * size[1]
         _product_rule(g_k, kv[0], kv[1], grads[1], grads[2], rect)
         _product_rule(g_v, kv[2], kv[3], grads[3], grads[4], rect)
@@ -296,7 +298,11 @@ def blocked_backward(grad_out: torch.Tensor, q: torch.Tensor, k1: torch.Tensor, 
                      v1: torch.Tensor, v2: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, *, scale: float,
                      causal: bool = False, window: Window | None = None, grad_lse: torch.Tensor | None = None,
                      block: int | None = None) -> tuple[torch.Tensor, ...]:
-    """SPEC L4 ``(dQ, dK1, dK2, dV1, dV2)`` for upstream dO (and d lse) from :func:`blocked_forward`'s out, lse."""
+    """SPEC L4 ``(dQ, dK1, dK2, dV1, dV2)`` for upstream dO (and d lse) from :func:`blocked_forward`'s out, lse.
+
+    With grouped-query heads the kernel returns one dK, dV per query head of a group (K, V enter expanded over the
+    group); they are summed over the group before the product rule.
+    """
     group = check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window, check_values=False)
     window = check_window(window, causal)
     d = q.shape[-1]
@@ -305,25 +311,25 @@ def blocked_backward(grad_out: torch.Tensor, q: torch.Tensor, k1: torch.Tensor, 
     xs = [q, k1, k2, v1, v2]
     if grad_lse is not None:
         xs, grad_out, out = _lse_coordinate(xs, grad_out, out, grad_lse)
-    q5, kv = _layout(xs[0], xs[1:], group)
-    do5, out5 = (x.contiguous().reshape(q5.shape) for x in (grad_out, out))
-    lse5 = lse.to(acc_dtype).contiguous().reshape(q5.shape[:-1])
-    grads = [torch.zeros(x.shape, dtype=acc_dtype) for x in (q5, *kv)]
-    pending = None  # (rects, dK, dV) of the pair keys and values, summed over the tiles that share them
-    with _threads_for(_work(tiles, q5, group)):
-        for tile, keys, values, mask in _tile_operands(tiles, q5, kv, window, group):
-            (r0, r1), shape = tile.rows, (*q5.shape[:3], tile.rows[1] - tile.rows[0])
-            gq, gk, gv = _FLASH_BACKWARD(_rows(do5, tile.rows), _rows(q5, tile.rows), keys, values,
-                                         _rows(out5, tile.rows), _rows(lse5, tile.rows), 0.0, False,
-                                         attn_mask=mask, scale=scale)
-            grads[0][..., r0:r1, :] += gq.reshape(*shape, -1)
+    q4, kv = _layout(xs[0], xs[1:], group)
+    do4, out4 = (x.contiguous().reshape(q4.shape) for x in (grad_out, out))
+    lse4 = lse.to(acc_dtype).contiguous().reshape(q4.shape[:-1])
+    grads = [torch.zeros(x.shape, dtype=acc_dtype) for x in (q4, *kv)]
+    pending = None  # (rects, dK, dV) of the pair keys and values, summed over the group and the tiles sharing them
+    with _threads_for(_work(tiles, q4)):
+        for tile, keys, values, mask in _tile_operands(tiles, q4, kv, window):
+            r0, r1 = tile.rows
+            gq, gk, gv = _FLASH_BACKWARD(do4[:, :, r0:r1], q4[:, :, r0:r1], keys, values, out4[:, :, r0:r1],
+                                         lse4[:, :, r0:r1], 0.0, False, attn_mask=mask, scale=scale)
+            grads[0][:, :, r0:r1] += gq
+            gk, gv = (g.sum(1, dtype=acc_dtype) for g in (gk, gv))
             if pending is not None and pending[0] == tile.rects:  # a causal block's second tile: same pairs
                 pending[1].add_(gk)
                 pending[2].add_(gv)
                 continue
             if pending is not None:
                 _to_factors(*pending, kv, grads)
-            pending = (tile.rects, gk.to(acc_dtype), gv.to(acc_dtype))
+            pending = (tile.rects, gk, gv)
         _to_factors(*pending, kv, grads)
     return tuple(g[..., :d].to(x.dtype).reshape(x.shape[:-1] + (d,)) for g, x in zip(grads, xs))
 
