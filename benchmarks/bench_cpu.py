@@ -168,7 +168,8 @@ def _ratio(row: dict, impl: str, key: str) -> float | None:
 
 
 def _fmt(x: float | None, spec: str) -> str:
-    return "–" if x is None else format(x, spec)
+    """``x`` formatted by ``spec`` (a trailing × is kept), or – when absent."""
+    return "–" if x is None else format(x, spec.rstrip("×")) + spec[len(spec.rstrip("×")):]
 
 
 def _table_line(row: dict) -> str:
@@ -177,7 +178,7 @@ def _table_line(row: dict) -> str:
         for impl in IMPLS:
             r = row.get(impl)
             cells.append(_fmt(r[key] * 1e3 if r else None, ".0f"))
-        cells += [_fmt(_ratio(row, impl, key), ".2f") + "×" for impl in IMPLS[1:]]
+        cells += [_fmt(_ratio(row, impl, key), ".2f×") for impl in IMPLS[1:]]
     for impl in IMPLS:
         r = row.get(impl)
         cells.append(_fmt(r["peak_bytes"] / 2**20 if r else None, ".0f"))

@@ -98,6 +98,8 @@ def work_budget(n: int, causal: bool, window, block: int) -> int:
 
 @st.composite
 def plans(draw, max_n: int = 12):
+    """``(n_q, n1, n2, causal, window, block)``: full with uneven lengths, causal, or windowed (w in 1 … n + 1 or
+    None per side), block 1 … max_n + 1."""
     causal = draw(st.booleans())
     n_q = draw(st.integers(1, max_n))
     n1, n2 = (n_q, n_q) if causal else (draw(st.integers(1, max_n)), draw(st.integers(1, max_n)))
@@ -214,15 +216,9 @@ def check_against_reference(cfg: Config, fn: Callable | None = None) -> tuple[fl
 def configs(draw, *, max_n: int = 7, max_d: int = 3, lse_gradient: bool = False) -> Config:
     """Full (uneven n_q, n1, n2), causal or windowed (w in 1 … n + 1 or None), batched or not, scale 1/d or 1/√d,
     entries in [-B, B] with B ∈ {1, 4}, block 1 … n + 1 (tails), dO in [-1, 1] (or dO = 0 and d lse in [-1, 1])."""
-    causal = draw(st.booleans())
+    n_q, n1, n2, causal, window, block = draw(plans(max_n))
     batch = draw(st.sampled_from([(), (2,)]))
     d = draw(st.integers(1, max_d))
-    n_q = draw(st.integers(1, max_n))
-    n1, n2 = (n_q, n_q) if causal else (draw(st.integers(1, max_n)), draw(st.integers(1, max_n)))
-    window = None
-    if causal and draw(st.booleans()):
-        side = st.none() | st.integers(1, n_q + 1)
-        window = (draw(side), draw(side))
     bound = draw(st.sampled_from([1.0, 4.0]))
 
     def tensor(n: int, b: float) -> torch.Tensor:
@@ -236,8 +232,7 @@ def configs(draw, *, max_n: int = 7, max_d: int = 3, lse_gradient: bool = False)
         grad_out = torch.zeros_like(grad_out)
         grad_lse = grad_out[..., 0] + torch.from_numpy(np.stack(
             [draw(matrices(1, n_q, 1.0))[0] for _ in range(int(np.prod(batch, dtype=int)))]).reshape(*batch, n_q))
-    return Config(inputs, grad_out, grad_lse, draw(st.sampled_from([None, d**-0.5])), causal, window,
-                  draw(st.integers(1, max_n + 1)))
+    return Config(inputs, grad_out, grad_lse, draw(st.sampled_from([None, d**-0.5])), causal, window, block)
 
 
 def pinned_config(window=None, *, n: int = 7, d: int = 3, block: int = 3, seed: int = 0, lse_gradient=False) -> Config:

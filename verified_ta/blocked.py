@@ -66,8 +66,9 @@ __all__ = [
 _FLASH = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 _FLASH_BACKWARD = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
 
-#: a call or tile with fewer multiply-adds (queries · pairs · d) runs on one thread (its kernel call and the
-#: element-wise ops around it). Measured on the 2-core box shared with other processes (``bench_cpu.py --tune``,
+#: a kernel call with fewer multiply-adds (queries · pairs · d) runs on one thread; the element-wise work around the
+#: calls (pairs, masks, merges, product rule: O(pairs · d) per tile) always does, so that a tile costs at most one
+#: OpenMP fork/join. Measured on the 2-core box shared with other processes (``bench_cpu.py --tune``,
 #: one kernel call, 1 vs 2 threads): at load ≈ 10, 6.7e7: 24 vs 32 ms, 2.7e8: 81 vs 70 ms, 1.1e9: 358 vs 192 ms
 #: (an OpenMP fork/join costing 12–16 ms; microseconds on an idle machine); at load ≈ 3 a second thread never
 #: helped (1.1e9: 109 vs 116 ms). The threshold is the middle of the first crossover, [6.7e7, 2.7e8].
@@ -176,17 +177,22 @@ def _pairs(x1: torch.Tensor, x2: torch.Tensor, rects: tuple[Rect, ...], out: tor
 
 
 @contextmanager
-def _threads_for(work: int) -> Iterator[None]:
-    """torch's intra-op threads, or one thread (restored after; a process-wide setting) below ``PARALLEL_MIN_WORK``."""
-    threads = torch.get_num_threads()
-    if threads == 1 or work >= PARALLEL_MIN_WORK:
+def _num_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` (a process-wide setting), restored after."""
+    before = torch.get_num_threads()
+    if threads == before:
         yield
         return
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     try:
         yield
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
+
+
+def _kernel_threads(work: int, threads: int) -> int:
+    """The caller's ``threads`` for a kernel call of at least ``PARALLEL_MIN_WORK`` multiply-adds, else one."""
+    return threads if work >= PARALLEL_MIN_WORK else 1
 
 
 def _accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -202,16 +208,14 @@ def _layout(q: torch.Tensor, kv: list[torch.Tensor], group: int) -> tuple[torch.
     return q.contiguous().reshape(-1, group, *q.shape[-2:]), [x.contiguous().reshape(-1, *x.shape[-2:]) for x in kv]
 
 
-def _work(tiles: list[Tile], q4: torch.Tensor, tile: Tile | None = None) -> int:
-    """Multiply-adds (queries · pairs · d) of one tile, or of all."""
-    heads, d = q4.shape[0] * q4.shape[1], q4.shape[-1]
-    return sum(heads * (t.rows[1] - t.rows[0]) * t.pairs * d for t in ([tile] if tile else tiles))
+def _work(tile: Tile, q4: torch.Tensor) -> int:
+    """A tile's multiply-adds: queries · pairs · d over all heads."""
+    return q4.shape[0] * q4.shape[1] * (tile.rows[1] - tile.rows[0]) * tile.pairs * q4.shape[-1]
 
 
 def _tile_operands(tiles: list[Tile], q4: torch.Tensor, kv: list[torch.Tensor],
                    window: Window | None) -> Iterator[tuple[Tile, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-    """Each tile with its pair keys and values ``(H, g, pairs, d)`` (stride 0 over g) and additive mask (or None);
-    the caller's loop body for a tile runs, like the pairs and the mask, under :func:`_threads_for` its work.
+    """Each tile with its pair keys and values ``(H, g, pairs, d)`` (stride 0 over g) and additive mask (or None).
 
     The pairs go into two buffers reused across tiles and are formed again only when the rectangles change (a
     causal block's masked and unmasked tiles share them).
@@ -221,12 +225,11 @@ def _tile_operands(tiles: list[Tile], q4: torch.Tensor, kv: list[torch.Tensor],
     buffers = [torch.empty(heads, max(t.pairs for t in tiles), d, dtype=k1.dtype) for _ in range(2)]
     rects = None
     for tile in tiles:
-        with _threads_for(_work(tiles, q4, tile)):
-            if tile.rects != rects:
-                rects = tile.rects
-                keys, values = (_pairs(x1, x2, rects, buf)[:, None].expand(heads, group, tile.pairs, d)
-                                for x1, x2, buf in ((k1, k2, buffers[0]), (v1, v2, buffers[1])))
-            yield tile, keys, values, _tile_mask(tile, window, q4.dtype) if tile.masked else None
+        if tile.rects != rects:
+            rects = tile.rects
+            keys, values = (_pairs(x1, x2, rects, buf)[:, None].expand(heads, group, tile.pairs, d)
+                            for x1, x2, buf in ((k1, k2, buffers[0]), (v1, v2, buffers[1])))
+        yield tile, keys, values, _tile_mask(tile, window, q4.dtype) if tile.masked else None
 
 
 def _merge(acc: torch.Tensor, lse: torch.Tensor, out: torch.Tensor, out_lse: torch.Tensor) -> None:
@@ -255,10 +258,12 @@ def blocked_forward(q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, v1: tor
     acc_dtype = _accumulator_dtype(q.dtype)
     acc = torch.zeros(q4.shape, dtype=acc_dtype)
     lse = torch.full(q4.shape[:-1], -math.inf, dtype=acc_dtype)
-    with _threads_for(_work(tiles, q4)):
+    threads = torch.get_num_threads()
+    with _num_threads(1):
         for tile, keys, values, mask in _tile_operands(tiles, q4, kv, window):
             r0, r1 = tile.rows
-            o, o_lse = _FLASH(q4[:, :, r0:r1], keys, values, attn_mask=mask, scale=s)
+            with _num_threads(_kernel_threads(_work(tile, q4), threads)):
+                o, o_lse = _FLASH(q4[:, :, r0:r1], keys, values, attn_mask=mask, scale=s)
             _merge(acc[:, :, r0:r1], lse[:, :, r0:r1], o, o_lse)
     return acc.to(q.dtype).reshape(q.shape), lse.reshape(q.shape[:-1])
 
@@ -295,9 +300,9 @@ def _to_factors(rects: tuple[Rect, ...], grad_keys: torch.Tensor, grad_values: t
 
 
 def blocked_backward(grad_out: torch.Tensor, q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor,
-                     v1: torch.Tensor, v2: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, *, scale: float,
-                     causal: bool = False, window: Window | None = None, grad_lse: torch.Tensor | None = None,
-                     block: int | None = None) -> tuple[torch.Tensor, ...]:
+                     v1: torch.Tensor, v2: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, *,
+                     scale: float | None = None, causal: bool = False, window: Window | None = None,
+                     grad_lse: torch.Tensor | None = None, block: int | None = None) -> tuple[torch.Tensor, ...]:
     """SPEC L4 ``(dQ, dK1, dK2, dV1, dV2)`` for upstream dO (and d lse) from :func:`blocked_forward`'s out, lse.
 
     With grouped-query heads the kernel returns one dK, dV per query head of a group (K, V enter expanded over the
@@ -306,6 +311,7 @@ def blocked_backward(grad_out: torch.Tensor, q: torch.Tensor, k1: torch.Tensor, 
     group = check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window, check_values=False)
     window = check_window(window, causal)
     d = q.shape[-1]
+    scale = resolve_scale(scale, d)
     tiles = plan_tiles(q.shape[-2], k1.shape[-2], k2.shape[-2], causal=causal, window=window, block=block)
     acc_dtype = _accumulator_dtype(q.dtype)
     xs = [q, k1, k2, v1, v2]
@@ -316,11 +322,13 @@ def blocked_backward(grad_out: torch.Tensor, q: torch.Tensor, k1: torch.Tensor, 
     lse4 = lse.to(acc_dtype).contiguous().reshape(q4.shape[:-1])
     grads = [torch.zeros(x.shape, dtype=acc_dtype) for x in (q4, *kv)]
     pending = None  # (rects, dK, dV) of the pair keys and values, summed over the group and the tiles sharing them
-    with _threads_for(_work(tiles, q4)):
+    threads = torch.get_num_threads()
+    with _num_threads(1):
         for tile, keys, values, mask in _tile_operands(tiles, q4, kv, window):
             r0, r1 = tile.rows
-            gq, gk, gv = _FLASH_BACKWARD(do4[:, :, r0:r1], q4[:, :, r0:r1], keys, values, out4[:, :, r0:r1],
-                                         lse4[:, :, r0:r1], 0.0, False, attn_mask=mask, scale=scale)
+            with _num_threads(_kernel_threads(_work(tile, q4), threads)):
+                gq, gk, gv = _FLASH_BACKWARD(do4[:, :, r0:r1], q4[:, :, r0:r1], keys, values, out4[:, :, r0:r1],
+                                             lse4[:, :, r0:r1], 0.0, False, attn_mask=mask, scale=scale)
             grads[0][:, :, r0:r1] += gq
             gk, gv = (g.sum(1, dtype=acc_dtype) for g in (gk, gv))
             if pending is not None and pending[0] == tile.rects:  # a causal block's second tile: same pairs
