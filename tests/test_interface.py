@@ -12,7 +12,7 @@ import torch
 
 from verified_ta.interface import TensorAttention, tensor_attention
 from verified_ta.kernels import triton_available
-from verified_ta.reference import tensor_attention_reference
+from verified_ta.blocked import blocked_tensor_attention
 from verified_ta.spec import spec
 
 
@@ -24,12 +24,12 @@ def _inputs(n=5, d=16, dtype=torch.float64, batch=(2, 3), seed=0, n1=None, n2=No
 
 @spec("P15", "L4")
 @pytest.mark.parametrize("causal", [False, True])
-def test_cpu_dispatch_is_the_reference(causal):
-    """On a CPU, backend='auto' is the exact reference: identical outputs, LSE and gradients."""
+def test_cpu_dispatch_is_the_blocked_path(causal):
+    """On a CPU, backend='auto' is the blocked exact path: identical outputs, LSE and gradients."""
     xs = [x.requires_grad_(True) for x in _inputs()]
     ys = [x.detach().clone().requires_grad_(True) for x in xs]
     out, lse = tensor_attention(*xs, causal=causal, scale=0.3, return_lse=True)
-    ref, ref_lse = tensor_attention_reference(*ys, causal=causal, scale=0.3, return_lse=True)
+    ref, ref_lse = blocked_tensor_attention(*ys, causal=causal, scale=0.3, return_lse=True)
     assert torch.equal(out, ref) and torch.equal(lse, ref_lse)
     g = torch.randn_like(out)
     for a, b in zip(torch.autograd.grad(out, xs, g), torch.autograd.grad(ref, ys, g)):
@@ -131,9 +131,9 @@ def test_module_matches_functional():
     def heads(t):
         return t.reshape(2, 6, 3, 4).transpose(1, 2)
 
-    att = tensor_attention_reference(heads(m.q_proj(x)), heads(m.k1_proj(x)), heads(m.k2_proj(x)),
-                                     heads(m.v1_proj(x)), heads(m.v2_proj(x)), causal=True)
-    # the same projections, reshapes, reference call (scale 1/d either way) and out_proj: identical float operations
+    att = blocked_tensor_attention(heads(m.q_proj(x)), heads(m.k1_proj(x)), heads(m.k2_proj(x)),
+                                   heads(m.v1_proj(x)), heads(m.v2_proj(x)), causal=True)
+    # the same projections, reshapes, CPU path (scale 1/d either way) and out_proj: identical float operations
     assert torch.equal(y, m.out_proj(att.transpose(1, 2).reshape(2, 6, 12)))
     y.square().sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
@@ -171,7 +171,7 @@ def test_module_with_grouped_heads_and_window_matches_functional():
     def heads(t, h):
         return t.reshape(2, 6, h, 4).transpose(1, 2)
 
-    att = tensor_attention_reference(heads(m.q_proj(x), 4), *(heads(p(x), 2) for p in (
+    att = blocked_tensor_attention(heads(m.q_proj(x), 4), *(heads(p(x), 2) for p in (
         m.k1_proj, m.k2_proj, m.v1_proj, m.v2_proj)), causal=True, window=(3, 2))
     y = m(x)
     assert torch.equal(y, m.out_proj(att.transpose(1, 2).reshape(2, 6, 16)))

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from . import kernels, poly_attention
+from .blocked import BlockedTensorAttention
 from .masks import Window, check_window
 from .reference import ReferenceTensorAttention, resolve_scale
 from .validation import check_attention_inputs, check_positive_int
@@ -93,8 +94,9 @@ def tensor_attention(
             sliding window; a side None is unbounded). None: plain causal.
         return_lse: also return the natural-log LSE ``(..., H, n_q)`` (float32 from the kernels).
         backend: ``"auto"`` runs the fused Triton kernels for CUDA tensors of dtype float16/bfloat16/float32 with
-            d in {16, 32, 64, 128} and batch·heads ≤ 65535, and the exact reference otherwise; ``"triton"`` insists
-            on the kernels (on a CPU under ``TRITON_INTERPRET=1``); ``"reference"`` always uses the reference.
+            d in {16, 32, 64, 128} and batch·heads ≤ 65535, the blocked exact path (``verified_ta.blocked``) for
+            CPU tensors, and the exact reference otherwise; ``"triton"`` insists on the kernels (on a CPU under
+            ``TRITON_INTERPRET=1``); ``"reference"`` always uses the reference.
         deterministic: kernel backward without atomics (bitwise reproducible; 11 n³d-sized products per tile, 12 at
             d = 128); False accumulates dQ atomically (8, 9 at d = 128).
         check_inputs: reject NaN/Inf entries. None (default) checks on the CPU only: on CUDA the check would cost a
@@ -109,8 +111,9 @@ def tensor_attention(
         ValueError: bad shapes, dtype, device, scale, window or backend; non-finite inputs when checked;
             ``backend="triton"`` outside the kernels' support.
 
-    The kernel path supports one backward (no double backward); the reference is twice differentiable. The kernels
-    are verified under the CPU interpreter and compiled for sm_90 by the offline gate; GPU runs: docs/kernels.md.
+    The kernel path supports one backward (no double backward); the reference and the blocked CPU path are twice
+    differentiable. The kernels are verified under the CPU interpreter and compiled for sm_90 by the offline gate;
+    GPU runs: docs/kernels.md.
     """
     if method != "exact" or return_certificate or return_bound:
         return poly_attention.dispatch(method, q, k1, k2, v1, v2, scale=scale, causal=causal, window=window,
@@ -123,7 +126,8 @@ def tensor_attention(
     if _use_triton(q, backend):
         out, lse = _TritonTensorAttention.apply(q, k1, k2, v1, v2, s, causal, window, bool(deterministic))
         return (out, lse) if return_lse else out
-    out, lse = ReferenceTensorAttention.apply(q, k1, k2, v1, v2, s, causal, window, None)
+    attention = BlockedTensorAttention if backend == "auto" and q.device.type == "cpu" else ReferenceTensorAttention
+    out, lse = attention.apply(q, k1, k2, v1, v2, s, causal, window, None)
     return (out, lse) if return_lse else out
 
 

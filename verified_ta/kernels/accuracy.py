@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 import torch
 
+from ..blocked import blocked_tensor_attention
 from ..fp_bounds import gamma
 from ..reference import resolve_scale, tensor_attention_backward, tensor_attention_forward, tensor_attention_reference
 from ..report import CheckRow
@@ -253,8 +254,10 @@ def check_case(*, shape_q: Sequence[int], n1: int, n2: int, dtype: torch.dtype, 
     inputs, dout = make_inputs(shape_q, n1, n2, dtype=dtype, input_scale=input_scale, seed=seed, kv_heads=kv_heads)
     if exact == "mpmath":
         ex = oracle_result(inputs, dout, scale=scale, causal=causal, window=window)
-    elif exact == "float64":
-        ex = reference_result(inputs, dout, scale=scale, causal=causal, window=window, dtype=torch.float64)
+    elif exact == "float64":  # the blocked CPU path: within the rigorous float64 bound (tests/test_blocked.py)
+        ex = autograd_result(lambda *x: blocked_tensor_attention(*x, scale=scale, causal=causal, window=window,
+                                                                 return_lse=True),
+                             [x.to(torch.float64) for x in inputs], dout.to(torch.float64))
     else:
         raise ValueError(f"exact must be 'float64' or 'mpmath'; got {exact!r}")
     same = same_dtype_results(inputs, dout, scale=scale, causal=causal, window=window, dtype=dtype)
