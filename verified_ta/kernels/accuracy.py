@@ -2,10 +2,12 @@
 
 For each of O, LSE, dQ, dK1, dK2, dV1, dV2: the kernel's max error against an exact result (the float64
 reference, or the mpmath oracle for tiny cases) must be at most twice the max error of torch run in the
-same dtype, plus a rounding floor. "Torch in the same dtype" is the worse of two standard evaluations:
-the chunked reference (q∘k1 first) and SDPA over the Kronecker-expanded keys (k1∘k2 first). One alone can
-be exact by accident where the kernel's different summation order is not (n = 1: a single score; seen
-at 15× the chunked reference's error), which would make the rule test luck rather than accuracy. The floor is FlashAttention's: twice the error of adding and
+same dtype, plus a rounding floor. "Torch in the same dtype" is the worst of the standard evaluations:
+the chunked reference (q∘k1 first), SDPA over the Kronecker-expanded keys (k1∘k2 first) and, up to
+:data:`MATERIALISED_MAX_SCORES` scores, FlashAttention's own reference formulation (materialised scores, softmax,
+P rounded to the dtype, P·V). One alone can be exact by accident where another summation order is not (n = 1:
+a single score; seen at 15× the chunked reference's error; at scores near 50 in float32 the materialising
+einsum was seen at 10× the chunked reference), which would make the rule test luck rather than accuracy. The floor is FlashAttention's: twice the error of adding and
 subtracting 0.3 in the dtype, 2·max|fl(fl(x + 0.3) − 0.3) − x| (≈ 2u·(|x| + 0.3)), which covers values that
 the same-dtype reference happens to get exactly. Inputs are rounded to the dtype first and the exact
 result is computed from the rounded values, so only the arithmetic is compared.
@@ -36,7 +38,7 @@ from ..blocked import blocked_tensor_attention
 from ..fp_bounds import gamma
 from ..reference import resolve_scale, tensor_attention_backward, tensor_attention_forward, tensor_attention_reference
 from ..report import CheckRow
-from .baselines import expanded_lse, expanded_sdpa
+from .baselines import expanded_lse, expanded_sdpa, naive_attention
 
 if TYPE_CHECKING:
     from ..masks import Window
@@ -49,6 +51,8 @@ __all__ = [
     "autograd_result",
     "reference_result",
     "expanded_result",
+    "MATERIALISED_MAX_SCORES",
+    "materialised_result",
     "same_dtype_results",
     "kernel_result",
     "oracle_result",
@@ -59,6 +63,9 @@ __all__ = [
     "flash_rule_rows",
     "check_case",
 ]
+
+#: the materialised baseline of :func:`same_dtype_results` runs up to this many scores (2^24: 64 MiB in float32)
+MATERIALISED_MAX_SCORES = 1 << 24
 
 QUANTITIES = ("out", "lse", "dq", "dk1", "dk2", "dv1", "dv2")
 _SPEC = {"out": "P15", "lse": "P15"}  # gradients: L4
@@ -121,13 +128,31 @@ def expanded_result(inputs: Sequence[torch.Tensor], grad_out: torch.Tensor, *, s
     )
 
 
+def materialised_result(inputs: Sequence[torch.Tensor], grad_out: torch.Tensor, *, scale: float | None,
+                        causal: bool, dtype: torch.dtype, window: Window | None = None) -> AttentionResult:
+    """FlashAttention's ``attention_ref`` formulation in ``dtype``: the materialised n_q × n1 × n2 scores (einsum),
+    torch.softmax, P·(V1⊘V2) (:func:`verified_ta.kernels.baselines.naive_attention`), autograd for the gradients."""
+    return autograd_result(
+        lambda *x: (naive_attention(*x, scale=scale, causal=causal, window=window),
+                    expanded_lse(x[0], x[1], x[2], scale=scale, causal=causal, window=window)),
+        [x.to(dtype) for x in inputs], grad_out.to(dtype),
+    )
+
+
 def same_dtype_results(inputs: Sequence[torch.Tensor], grad_out: torch.Tensor, *, scale: float | None, causal: bool,
                        dtype: torch.dtype, window: Window | None = None,
                        chunk_size: int | None = None) -> list[AttentionResult]:
-    """The two same-dtype torch evaluations the rule measures the kernel against."""
-    return [reference_result(inputs, grad_out, scale=scale, causal=causal, dtype=dtype, window=window,
-                             chunk_size=chunk_size),
-            expanded_result(inputs, grad_out, scale=scale, causal=causal, dtype=dtype, window=window)]
+    """The same-dtype torch evaluations the rule measures an implementation against: the package reference (q∘k1
+    first), SDPA over the expanded keys (k1∘k2 first) and, while its batch·heads·n_q·n1·n2 scores number at most
+    :data:`MATERIALISED_MAX_SCORES`, the materialised scores of FlashAttention's own rule (P rounded to ``dtype``
+    before P·V, so a correct materialising implementation meets the rule against itself)."""
+    q, k1, k2 = inputs[:3]
+    results = [reference_result(inputs, grad_out, scale=scale, causal=causal, dtype=dtype, window=window,
+                                chunk_size=chunk_size),
+               expanded_result(inputs, grad_out, scale=scale, causal=causal, dtype=dtype, window=window)]
+    if q.numel() // q.shape[-1] * k1.shape[-2] * k2.shape[-2] <= MATERIALISED_MAX_SCORES:
+        results.append(materialised_result(inputs, grad_out, scale=scale, causal=causal, dtype=dtype, window=window))
+    return results
 
 
 def kernel_result(inputs: Sequence[torch.Tensor], grad_out: torch.Tensor, *, scale: float | None, causal: bool,

@@ -9,8 +9,8 @@ than q when grouped-query heads are tested). Every check evaluates it on one
 - float64: twice the derived rounding bound of :func:`verified_ta.fp_bounds.attention_rounding_bounds`
   (implementation and float64 reference each within it), or once (plus one rounding) against the mpmath oracle;
 - float32/bfloat16/float16: the FlashAttention rule of :mod:`verified_ta.kernels.accuracy`, the one the package's
-  kernels are tested with: max error against the float64 truth <= 2 × the worse of the two same-dtype torch
-  evaluations' errors + :func:`~verified_ta.kernels.accuracy.rounding_floors`. A comparison of two evaluations of
+  kernels are tested with: max error against the float64 truth <= 2 × the worst of the same-dtype torch
+  evaluations' errors (:func:`~verified_ta.kernels.accuracy.same_dtype_results`) + :func:`~verified_ta.kernels.accuracy.rounding_floors`. A comparison of two evaluations of
   the implementation (a symmetry) allows the sum of both evaluations' tolerances.
 """
 
@@ -33,14 +33,13 @@ from ..fp_bounds import attention_rounding_bounds, gamma
 from ..kernels.accuracy import (
     AttentionResult,
     abs_error,
-    autograd_result,
     flash_rule_tolerance,
     rounding_floors,
+    same_dtype_results,
 )
-from ..kernels.baselines import expanded_lse, expanded_sdpa
 from ..masks import check_window
 from ..report import error_ratio
-from ..reference import tensor_attention_backward, tensor_attention_forward, tensor_attention_reference
+from ..reference import tensor_attention_backward, tensor_attention_forward
 from ..validation import check_positive_int
 from .defaults import CONFORM_DEFAULTS, DTYPE_NAMES
 from .strategies import ConformCase
@@ -418,13 +417,9 @@ class Example:
 
     @cached_property
     def same_dtype(self) -> list[AttentionResult]:
-        """The FlashAttention rule's baselines: the package reference (q∘k1 first) and SDPA over the expanded keys
-        (k1∘k2 first), each in the tested dtype on the tested device, with autograd for dO."""
-        kw = self.ref_kw
-        return [
-            autograd_result(lambda *x: tensor_attention_reference(*x, return_lse=True, **kw), self.inputs, self.upstream),
-            autograd_result(lambda *x: (expanded_sdpa(*x, **kw), expanded_lse(*x[:3], **kw)), self.inputs, self.upstream),
-        ]
+        """The FlashAttention rule's baselines (:func:`verified_ta.kernels.accuracy.same_dtype_results`), each in the
+        tested dtype on the tested device, with autograd for dO."""
+        return same_dtype_results(self.inputs, self.upstream, dtype=self.config.dtype, **self.ref_kw)
 
     @cached_property
     def floors(self) -> dict[str, float]:
