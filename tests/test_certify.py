@@ -383,6 +383,29 @@ def test_verdict_codes_are_the_cli_exit_codes():
     assert cli_certify.DEFAULT_TIME_LIMIT_S == DEFAULT_TIME_LIMIT_S
 
 
+@pytest.mark.parametrize("name", ["float64", "float32", "float16", "bfloat16"])
+def test_dtype_names_give_torch_finfo_values(name):
+    """The certificate passes the dtype by name, so that its bounds need no torch: fp_bounds' exact table must equal
+    ``torch.finfo`` (u = eps/2, tiny), and a name, a torch dtype and a numpy dtype must give the same bounds."""
+    import numpy as np
+    import torch
+
+    from verified_ta.error_bounds import forward_rounding_term
+    from verified_ta.fp_bounds import smallest_normal, unit_roundoff
+
+    dtype = getattr(torch, name)
+    info = torch.finfo(dtype)
+    assert (unit_roundoff(name), smallest_normal(name)) == (info.eps / 2, info.tiny)
+    assert (unit_roundoff(dtype), smallest_normal(dtype)) == (info.eps / 2, info.tiny)
+    if name != "bfloat16":
+        assert (unit_roundoff(np.dtype(name)), smallest_normal(np.dtype(name))) == (info.eps / 2, info.tiny)
+    args = ([Fraction(1), Fraction(1, 2)], 0.01, 2, 8, 8)  # a small range every dtype can evaluate (ρ < 1)
+    assert forward_rounding_term(*args, name, 0.1, 1.0) == forward_rounding_term(*args, dtype, 0.1, 1.0)
+    for bad in ("int32", "nope", torch.int32, np.int64):
+        with pytest.raises(ValueError, match="dtype must be float16, bfloat16, float32 or float64"):
+            unit_roundoff(bad)
+
+
 # --- usage errors: exit 2, before any work -----------------------------------------------------------------
 
 

@@ -96,6 +96,18 @@ def test_cli_start_up_imports_nothing_heavy():
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["certify", "--B", "1", "--n", "4096", "--d", "4"]])
+def test_cli_commands_that_must_start_fast_never_import_torch(argv):
+    """``--help``, ``--version`` and ``certify`` (B = 1, n = 4096, d = 4, float64) run without importing torch (2–4 s
+    of start-up on a busy 2-core box): the certificate's bound modules import it only where tensors are built."""
+    code = ("import sys; from verified_ta.cli import app; sys.argv = ['verified-ta', *sys.argv[1:]]\n"
+            "try:\n    app()\nexcept SystemExit as stop:\n    code = stop.code\n"
+            "print('torch' in sys.modules, code, file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    assert done.returncode == 0 and done.stderr.splitlines()[-1] == "False 0", done.stdout + done.stderr
+
+
 def test_strict_json_rows_and_path_checks(tmp_path):
     row = CheckRow("L4, P29", "grad_q", float("inf"), 0.0, False, "", {"status": "ERROR"})
     doc = json.loads(strict_json({"rows": [row], "nan": float("nan")}), parse_constant=_strict)

@@ -3,7 +3,8 @@
 Every bound is evaluated in exact rational arithmetic from its (float or rational) inputs and rounded up
 once, so a returned float is never below the mathematical bound. Proofs: ``docs/bounds.md``.
 The floating-point terms bound the distance between the fast path run in a dtype and the same algorithm
-in exact arithmetic (Higham's γ_k; ``verified_ta.fp_bounds``); they add to the approximation terms.
+in exact arithmetic (Higham's γ_k; ``verified_ta.fp_bounds``); they add to the approximation terms. Their ``dtype``
+is a torch dtype or its name ("float32"): given names, this module runs without importing torch.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 from numbers import Real
-from typing import Sequence
-
-import torch
+from typing import TYPE_CHECKING, Sequence
 
 from .features import exact_coefficients, feature_rank
-from .fp_bounds import gamma, unit_roundoff
+from .fp_bounds import gamma, smallest_normal, unit_roundoff
 from .validation import check_positive_int
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "score_bound",
@@ -74,16 +76,16 @@ def _a_norms(a_norms: Sequence[Real]) -> tuple[Fraction, Fraction, Fraction]:
     return a1, a2, a3
 
 
-def _gamma(k: int, dtype: torch.dtype) -> Fraction:
+def _gamma(k: int, dtype: torch.dtype | str) -> Fraction:
     """Higham's γ_k = k·u/(1 − k·u) exactly (``fp_bounds.gamma`` returns a float that may round below it)."""
     gamma(k, dtype)  # validates 0 <= k·u < 1
     u = Fraction(unit_roundoff(dtype))
     return k * u / (1 - k * u)
 
 
-def _tiny(dtype: torch.dtype) -> Fraction:
+def _tiny(dtype: torch.dtype | str) -> Fraction:
     """The smallest positive normal number of ``dtype``, exactly (the gradual-underflow unit)."""
-    return Fraction(torch.finfo(dtype).tiny)
+    return Fraction(smallest_normal(dtype))
 
 
 def score_bound(B: Real, d: int, scale: Real | None = None) -> float:
@@ -175,7 +177,7 @@ def forward_rounding_term(
     d: int,
     n1: int,
     n2: int,
-    dtype: torch.dtype,
+    dtype: torch.dtype | str,
     delta: Real,
     value_norm: Real,
 ) -> float:
@@ -195,7 +197,7 @@ def forward_rounding_term(
 
 
 def _normaliser_error(
-    a: tuple[Fraction, ...], abs_score_bound: Real, d: int, k: int, dtype: torch.dtype, delta: Real
+    a: tuple[Fraction, ...], abs_score_bound: Real, d: int, k: int, dtype: torch.dtype | str, delta: Real
 ) -> tuple[Fraction, Fraction, Fraction]:
     """(ρ, τ, κ) of :func:`forward_rounding_term`; ``ValueError`` when ρ >= 1."""
     g = len(a) - 1
@@ -215,7 +217,7 @@ def gradient_rounding_term(
     abs_score_bound: Real,
     n: int,
     d: int,
-    dtype: torch.dtype,
+    dtype: torch.dtype | str,
     delta: Real,
     h_norm: Real,
     e_norm: Real,
@@ -311,6 +313,7 @@ def attention_marginal_bounds(abs_score_bound: Real, visible: torch.Tensor) -> t
     e^{2M}/|Ω_i| with |Ω_i| = |A_i|·|B_i| visible pairs, so a key's marginal is at most e^{2M}/|A_i| (``visible`` = |A_i|
     per query row, e.g. n1, or i + 1 under the causal mask)."""
     import mpmath
+    import torch
 
     m = _nonneg("abs_score_bound", abs_score_bound)
     with mpmath.workdps(40):

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 from numbers import Rational, Real
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
-
-from .reference import resolve_scale
 from .validation import check_positive_int
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "DEFAULT_MEMORY_LIMIT_BYTES",
@@ -153,7 +154,8 @@ def exact_coefficients(coefficients: Sequence[Real]) -> tuple[Fraction, ...]:
         raise ValueError("coefficients must hold a_0..a_g with g >= 0; got an empty sequence")
     out = []
     for t, a in enumerate(coefficients):
-        if isinstance(a, torch.Tensor):
+        torch = sys.modules.get("torch")  # a tensor exists only once torch is imported: do not import it here
+        if torch is not None and isinstance(a, torch.Tensor):
             a = a.item()
         if not isinstance(a, (Rational, float)) or isinstance(a, bool) or (isinstance(a, float) and not math.isfinite(a)):
             raise ValueError(f"coefficients[{t}] must be a finite rational or float; got {a!r}")
@@ -165,6 +167,8 @@ def exact_coefficients(coefficients: Sequence[Real]) -> tuple[Fraction, ...]:
 
 def monomials(x: torch.Tensor, g: int) -> torch.Tensor:
     """All monomials x^α, |α| ≤ g, of the rows of x ``(..., n, d)`` → ``(..., n, r)`` (graded order, L8)."""
+    import torch
+
     table = multi_indices(g, x.shape[-1])
     blocks = [torch.ones_like(x[..., :1])]
     for t in range(1, g + 1):
@@ -177,6 +181,8 @@ def monomials(x: torch.Tensor, g: int) -> torch.Tensor:
 def query_weights(coefficients: Sequence[Fraction], scale: float, d: int, dtype, device) -> torch.Tensor:
     """c_α = a_|α| · multinomial(|α|; α) · s^|α| ``(r,)``, each rounded once from its exact rational value (to
     float64, then to ``dtype``)."""
+    import torch
+
     return torch.tensor(_weights(tuple(coefficients), scale, d), dtype=torch.float64, device=device).to(dtype)
 
 
@@ -189,6 +195,8 @@ def _weights(coefficients: tuple[Fraction, ...], scale: float, d: int) -> tuple[
 
 def query_features(q: torch.Tensor, coefficients: Sequence[Real], scale: float) -> torch.Tensor:
     """U of L8: ``(..., n, r)`` with U[i,α] = a_|α| · multinomial(|α|; α) · s^|α| · q_i^α."""
+    from .reference import resolve_scale
+
     a = exact_coefficients(coefficients)
     s = resolve_scale(scale, q.shape[-1])
     return monomials(q, len(a) - 1) * query_weights(a, s, q.shape[-1], q.dtype, q.device)

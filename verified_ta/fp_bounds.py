@@ -9,52 +9,58 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from .gradient import objective_terms
-from .products import kron
-from .masks import check_window
-from .reference import causal_mask, resolve_scale
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "unit_roundoff",
     "gamma",
+    "smallest_normal",
     "rounding_bound",
     "objective_rounding_bounds",
     "objective_gradient_rounding_bound",
     "attention_rounding_bounds",
 ]
 
-_U = {
-    torch.float64: 2.0**-53,
-    torch.float32: 2.0**-24,
-    torch.float16: 2.0**-11,
-    torch.bfloat16: 2.0**-8,
-    np.dtype(np.float64): 2.0**-53,
-    np.dtype(np.float32): 2.0**-24,
-}
-_TINY = {
-    torch.float64: float(torch.finfo(torch.float64).tiny),
-    torch.float32: float(torch.finfo(torch.float32).tiny),
-    torch.float16: float(torch.finfo(torch.float16).tiny),
-    torch.bfloat16: float(torch.finfo(torch.bfloat16).tiny),
-    np.dtype(np.float64): float(np.finfo(np.float64).tiny),
-    np.dtype(np.float32): float(np.finfo(np.float32).tiny),
+#: name → (unit roundoff u, smallest positive normal number), exact powers of two; a test checks them against
+#: ``torch.finfo`` (eps/2, tiny). Keyed by name so that the certificate's bounds need neither torch nor numpy.
+_FORMATS = {
+    "float64": (2.0**-53, 2.0**-1022),
+    "float32": (2.0**-24, 2.0**-126),
+    "float16": (2.0**-11, 2.0**-14),
+    "bfloat16": (2.0**-8, 2.0**-126),
 }
 
 
-def _key(dtype):
-    return dtype if isinstance(dtype, torch.dtype) else np.dtype(dtype)
+def _format(dtype: Any) -> tuple[float, float]:
+    """(u, tiny) of a dtype given by name ("float64"), as a torch dtype, or as anything ``numpy.dtype`` accepts."""
+    if isinstance(dtype, str) and dtype in _FORMATS:
+        name = dtype
+    elif str(dtype).startswith("torch."):  # torch dtypes print as "torch.float64"
+        name = str(dtype).removeprefix("torch.")
+    else:
+        import numpy as np
+
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = None
+    if name not in _FORMATS:
+        raise ValueError(f"dtype must be float16, bfloat16, float32 or float64; got {dtype}")
+    return _FORMATS[name]
 
 
-def unit_roundoff(dtype) -> float:
-    """Unit roundoff u of a torch or numpy floating dtype (2^-53 for float64)."""
-    try:
-        return _U[_key(dtype)]
-    except KeyError:
-        raise ValueError(f"dtype must be float16, bfloat16, float32 or float64; got {dtype}") from None
+def unit_roundoff(dtype: Any) -> float:
+    """Unit roundoff u of a floating dtype: a name, a torch dtype or a numpy dtype (2^-53 for float64)."""
+    return _format(dtype)[0]
+
+
+def smallest_normal(dtype: Any) -> float:
+    """The smallest positive normal number of a floating dtype (name, torch or numpy dtype): the gradual-underflow
+    unit (2^-1022 for float64)."""
+    return _format(dtype)[1]
 
 
 def gamma(k: int, dtype) -> float:
@@ -73,15 +79,15 @@ def rounding_bound(magnitude, ops: int, dtype):
     ``magnitude`` is the same expression evaluated on absolute values (elementwise).
     The absolute term ``ops · tiny`` covers gradual underflow of intermediate products.
     """
-    return gamma(ops, dtype) * magnitude + ops * _TINY[_key(dtype)]
+    return gamma(ops, dtype) * magnitude + ops * smallest_normal(dtype)
 
 
-def objective_gradient_rounding_bound(A1, A2, A3, A4, A5, E, X, Y, scale: float | None = None, dtype=torch.float64):
+def objective_gradient_rounding_bound(A1, A2, A3, A4, A5, E, X, Y, scale: float | None = None, dtype="float64"):
     """Rigorous entrywise bound on |Ĝ − G| for L1 evaluated in ``dtype``: ``objective_rounding_bounds(...)["G"]``."""
     return objective_rounding_bounds(A1, A2, A3, A4, A5, E, X, Y, scale, dtype)["G"]
 
 
-def objective_rounding_bounds(A1, A2, A3, A4, A5, E, X, Y, scale: float | None = None, dtype=torch.float64) -> dict:
+def objective_rounding_bounds(A1, A2, A3, A4, A5, E, X, Y, scale: float | None = None, dtype="float64") -> dict:
     """Rigorous running-error bounds for the SPEC §3 chain evaluated in ``dtype`` in any summation order:
     entrywise tensors for ``c`` (n × d) and ``G`` (d × d²), and a scalar tensor for ``loss``.
 
@@ -94,12 +100,18 @@ def objective_rounding_bounds(A1, A2, A3, A4, A5, E, X, Y, scale: float | None =
     result is scaled by (1 + γ_K)^4 with K the longest sum. Assumes no overflow and no underflow beyond the
     tiny term. Inputs hold the exact values (any float dtype; read as float64).
     """
+    import torch
+
+    from .gradient import objective_terms
+    from .products import kron
+    from .reference import resolve_scale
+
     exact = [v.detach().to(torch.float64) for v in (A1, A2, A3, A4, A5, E, X, Y)]
     a1, a2, a3, a4, a5, e, x, y = (v.abs() for v in exact)
     n, d = a1.shape
     s = abs(resolve_scale(scale, d))
     g = lambda k: gamma(k, dtype)  # noqa: E731 - local shorthand
-    tiny = _TINY[_key(dtype)]
+    tiny = smallest_normal(dtype)
     k23, k45 = kron(a2, a3), kron(a4, a5)
     t = objective_terms(*exact, scale=scale)
     # logits z = s·A1 X (A2⊗A3)^T: a flat sum over d³ products of 4 factors (any order)
@@ -132,7 +144,7 @@ def objective_rounding_bounds(A1, A2, A3, A4, A5, E, X, Y, scale: float | None =
 
 
 def attention_rounding_bounds(q, k1, k2, v1, v2, grad_out=None, *, scale: float | None = None, causal: bool = False,
-                              window=None, dtype=torch.float64) -> dict:
+                              window=None, dtype="float64") -> dict:
     """Rigorous running-error bounds for exact tensor attention evaluated in ``dtype`` (SPEC §2, L4).
 
     Single head ``(n, d)`` inputs holding the exact values (read as float64). Returns entrywise bounds for
@@ -145,12 +157,17 @@ def attention_rounding_bounds(q, k1, k2, v1, v2, grad_out=None, *, scale: float 
     evaluation is covered by a final factor (1 + γ_K)^4. Materialises n_q × n1 × n2 magnitudes: for test-sized
     inputs only.
     """
+    import torch
+
+    from .masks import check_window
+    from .reference import causal_mask, resolve_scale
+
     q, k1, k2, v1, v2 = (x.detach().to(torch.float64) for x in (q, k1, k2, v1, v2))
     n_q, d = q.shape
     n1, n2 = k1.shape[0], k2.shape[0]
     s = resolve_scale(scale, d)
     g = lambda k: gamma(k, dtype)  # noqa: E731 - local shorthand
-    tiny = _TINY[_key(dtype)]
+    tiny = smallest_normal(dtype)
     k_long = max(n1 * n2, n_q * n2, n_q * n1) + 6  # longest flat sum (pairs, or queries × one key) plus factors
     inflate = (1 + g(k_long + d)) ** 4
     under = (k_long + d) * tiny  # gradual underflow: each operation adds at most u·tiny absolutely

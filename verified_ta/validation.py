@@ -1,21 +1,39 @@
-"""Input checks shared by every public entry point: a ``ValueError`` naming the argument and the allowed range."""
+"""Input checks shared by every public entry point: a ``ValueError`` naming the argument and the allowed range.
+
+torch is imported by the tensor checks only, so the scalar checks serve torch-free code (the certificate's bounds).
+"""
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "FLOAT_DTYPES", "check_attention_inputs", "check_objective_inputs", "check_finite", "check_positive_int",
     "check_open_unit",
 ]
 
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+def _float_dtypes() -> tuple[torch.dtype, ...]:
+    import torch
+
+    return (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def __getattr__(name: str) -> Any:
+    """``FLOAT_DTYPES`` (the floating torch dtypes every entry point accepts), built on first use (PEP 562)."""
+    if name == "FLOAT_DTYPES":
+        return _float_dtypes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def check_finite(name: str, x: torch.Tensor) -> None:
     """Reject NaN and ±Inf entries."""
+    import torch
+
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} must be finite (no NaN or Inf entries)")
 
@@ -55,6 +73,8 @@ def check_attention_inputs(
     those positions of the keys' sequence (a shard of queries): then n_q = n1 = n2 becomes positions in
     [0, min(n1, n2)).
     """
+    import torch
+
     from .masks import check_window
 
     if not isinstance(causal, bool):
@@ -66,7 +86,7 @@ def check_attention_inputs(
             raise ValueError(f"{name} must be a torch.Tensor; got {type(t).__name__}")
         if t.dim() < 2:
             raise ValueError(f"{name} must have shape (..., n, d) with at least 2 dimensions; got {tuple(t.shape)}")
-        if t.dtype not in FLOAT_DTYPES:
+        if t.dtype not in _float_dtypes():
             raise ValueError(f"{name} dtype must be one of float16, bfloat16, float32, float64; got {t.dtype}")
         if t.shape[-2] < 1 or t.shape[-1] < 1:
             raise ValueError(f"{name} needs n >= 1 and d >= 1; got shape {tuple(t.shape)}")
@@ -101,6 +121,8 @@ def check_attention_inputs(
 
 
 def _check_query_positions(positions: object, q: torch.Tensor, n_keys: int, causal: bool) -> None:
+    import torch
+
     if not causal:
         raise ValueError("query_positions places a shard of queries under the causal mask: it needs causal=True")
     if not isinstance(positions, torch.Tensor) or positions.dtype != torch.int64 or positions.dim() != 1:
@@ -131,6 +153,8 @@ def check_objective_inputs(A1, A2, A3, A4, A5, E, X, Y) -> tuple[int, int]:
 
     Torch tensors must also be floating and finite; numpy object arrays (mpmath, z3) are checked for shape only.
     """
+    import torch
+
     named = {"A1": A1, "A2": A2, "A3": A3, "A4": A4, "A5": A5, "E": E, "X": X, "Y": Y}
     for name, t in named.items():
         shape = tuple(getattr(t, "shape", ()))
@@ -144,7 +168,7 @@ def check_objective_inputs(A1, A2, A3, A4, A5, E, X, Y) -> tuple[int, int]:
         if tuple(t.shape) != expected[name]:
             raise ValueError(f"{name} must have shape {expected[name]} (n={n}, d={d}); got {tuple(t.shape)}")
         if isinstance(t, torch.Tensor):
-            if t.dtype not in FLOAT_DTYPES:
+            if t.dtype not in _float_dtypes():
                 raise ValueError(f"{name} dtype must be one of float16, bfloat16, float32, float64; got {t.dtype}")
             check_finite(name, t)
     return n, d

@@ -79,7 +79,7 @@ def build_certificate(inputs: CertifyInputs, empirical: int = 0, progress: Calla
     if isinstance(empirical, bool) or not isinstance(empirical, int) or empirical < 0:
         raise ValueError(f"empirical must be an integer >= 0; got {empirical!r}")
     started = time.perf_counter()
-    M, a, b = score_interval(inputs)  # imports the torch-backed bound modules: start-up, not counted below
+    M, a, b = score_interval(inputs)  # imports the bound modules: start-up, not counted below
     limit = TimeLimit(inputs.time_limit_s)
     say("plan: δ limit, degree lower bound, costs")
     plan = make_plan(inputs, M)

@@ -53,7 +53,7 @@ def floating_point_bound(inputs: CertifyInputs, shifted: Sequence[Fraction], M: 
     cannot evaluate the polynomial on this range (ρ >= 1)."""
     from ..error_bounds import forward_rounding_term, gradient_rounding_term, value_bound
 
-    dtype = inputs.torch_dtype
+    dtype = inputs.dtype  # by name: the bounds need no torch (``verified_ta.fp_bounds``)
     if inputs.target == "forward":
         return forward_rounding_term(shifted, M, inputs.d, inputs.n, inputs.n, dtype, delta, value_bound(inputs.B))
     H, e_norm, _, c_l1, a_norms = _gradient_setting(inputs, delta)
@@ -89,7 +89,7 @@ def bound_lines(inputs: CertifyInputs, shifted: Sequence[Fraction], M: Fraction,
         out["fp_message"] = "approximation error >= 1: no bound"
         return out
     try:
-        eta_fp = Fraction(forward_rounding_term(shifted, M, inputs.d, inputs.n, inputs.n, inputs.torch_dtype, delta, 1))
+        eta_fp = Fraction(forward_rounding_term(shifted, M, inputs.d, inputs.n, inputs.n, inputs.dtype, delta, 1))
         rho = eta_fp / (2 + eta_fp)
         out["rho"] = decimal_up(rho)
         out["fp_message"] = (f"{inputs.dtype} rounding of features and dot products adds ρ <= {float(rho):.3e} "
