@@ -289,6 +289,13 @@ def _delta_kernel(O, DO, DELTA,           # (B, H, n_q, D) twice, (B·H, n_q) fp
 
 
 @triton.jit
+def _group_member(b, bhk, g, n_kv_heads, group, stride_qb, stride_qh, stride_gb, stride_gh):
+    """Query head g of key head bhk's group in batch b: its flat batch·head index and its q and dO/LSE offsets."""
+    h = (bhk % n_kv_heads) * group + g
+    return b * n_kv_heads * group + h, b * stride_qb + h * stride_qh, b * stride_gb + h * stride_gh
+
+
+@triton.jit
 def _query_tile(Q, DO, LSE, DELTA, q_off, g_off, bh, offs_i, offs_d, n_q, stride_qn, stride_gn):
     """Rows ``offs_i`` of one head's Q and dO with LSE and δ; rows past n_q get LSE = +inf, so their P is 0."""
     row_ok = offs_i < n_q
@@ -383,10 +390,7 @@ def _k1_owner_kernel(
         i_lo = (a // BLOCK_M) * BLOCK_M
         i_hi = tl.minimum(n_q, a + w1)
     for g in range(0, group):
-        h = (bhk % n_kv_heads) * group + g
-        bh = b * n_kv_heads * group + h
-        q_off = b * stride_qb + h * stride_qh
-        g_off = b * stride_gb + h * stride_gh
+        bh, q_off, g_off = _group_member(b, bhk, g, n_kv_heads, group, stride_qb, stride_qh, stride_gb, stride_gh)
         for i0 in range(i_lo, i_hi, BLOCK_M):
             i_last = tl.minimum(i0 + BLOCK_M, n_q) - 1
             offs_i = i0 + offs_m
@@ -465,10 +469,7 @@ def _k2_owner_kernel(
         i_lo = (b0 // BLOCK_M) * BLOCK_M
         i_hi = tl.minimum(n_q, b_last + w2)
     for g in range(0, group):
-        h = (bhk % n_kv_heads) * group + g
-        bh = b * n_kv_heads * group + h
-        q_off = b * stride_qb + h * stride_qh
-        g_off = b * stride_gb + h * stride_gh
+        bh, q_off, g_off = _group_member(b, bhk, g, n_kv_heads, group, stride_qb, stride_qh, stride_gb, stride_gh)
         for i0 in range(i_lo, i_hi, BLOCK_M):
             i_last = tl.minimum(i0 + BLOCK_M, n_q) - 1
             offs_i = i0 + offs_m
