@@ -596,3 +596,26 @@ def test_seed_and_database_exclude_each_other(tmp_path):
 
 def _reject_constant(name: str):
     raise ValueError(f"non-strict JSON constant {name}")
+
+
+@spec("P15")
+def test_flash_rule_measures_against_flash_attentions_own_reference(monkeypatch):
+    """A correct materialising implementation (FlashAttention's attention_ref formulation) meets the rule because that
+    formulation is one of its baselines; without it the same implementation fails on this case (float32, scores near
+    50: 10× the chunked reference's error), while a planted bug fails either way."""
+    import verified_ta.kernels.accuracy as accuracy
+    from verified_ta.testing import checks
+
+    case = ConformCase(1, 2, 6, 4, 1.0, True, "alternating_signs", 4.0, 0)
+    config = make_config(dtype="float32", causal=True)
+
+    def forward(name):
+        return check_by_name("forward").measure(Example.of(load_impl(f"{IMPLS}:{name}"), config, case))
+
+    assert forward("einsum_autograd").passed and not forward("scale_ignored").passed
+    monkeypatch.setattr(accuracy, "MATERIALISED_MAX_SCORES", 0)  # the two baselines the rule had before
+    checks._example.cache_clear()  # examples (and their baselines) are shared between checks: none may leak out
+    try:
+        assert not forward("einsum_autograd").passed and not forward("scale_ignored").passed
+    finally:
+        checks._example.cache_clear()
