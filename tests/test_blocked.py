@@ -261,19 +261,16 @@ def test_causal_costs_about_a_third():
 
 
 @spec("P15", "L4")
-@pytest.mark.parametrize("window", [None, (5, 9), (None, 3)], ids=str)
-@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("layout, window", [("contiguous", None), ("zigzag", (5, 9)), ("snake", (None, 3))], ids=str)
 def test_every_shard_matches_the_whole_sequence(layout, window):
-    """n = 23 (uneven for 2, 3 and 4 ranks), d = 4, batch 2, block 4 (several blocks of t, partial last ones):
-    every rank's shard, out, lse and the five gradients within twice the rigorous bound of the whole sequence's
+    """n = 23 (uneven for 3 and 4 ranks), d = 4, batch 2, block 4 (several blocks of t, partial last ones): each of
+    3 ranks' shards, out, lse and the five gradients within twice the rigorous bound of the whole sequence's
     reference at its rows; then d lse alone (dO = 0) on the last rank's shard of 4."""
-    for world_size in (2, 3, 4):
-        for rank in range(world_size):
-            positions = shard_positions(23, world_size, rank, layout)
-            cfg = random_config(n=(23, 23, 23), d=4, batch=(2,), causal=True, window=window, block=4,
-                                seed=world_size * 10 + rank, positions=positions)
-            r, tol = check_against_reference(cfg)
-            assert r <= tol, (world_size, rank, r)
+    for rank in range(3):
+        cfg = random_config(n=(23, 23, 23), d=4, batch=(2,), causal=True, window=window, block=4, seed=rank,
+                            positions=shard_positions(23, 3, rank, layout))
+        r, tol = check_against_reference(cfg)
+        assert r <= tol, (rank, r)
     cfg = random_config(n=(23, 23, 23), d=4, batch=(2,), causal=True, window=window, block=4, seed=5,
                         positions=shard_positions(23, 4, 3, layout), lse_gradient=True)
     r, tol = check_against_reference(cfg)
