@@ -23,10 +23,10 @@ Tiles (:func:`plan_tiles`); every row of a tile sees at least one pair of it, so
 Query positions (``query_positions``, causal only: a shard of the queries in context parallelism,
 :mod:`verified_ta.distributed`): q's rows are the queries at the strictly increasing sequence positions p of the
 keys, and the masks are :func:`verified_ta.masks.query_pair_mask`'s at p. The causal blocks of t run over
-[0, p[-1] + 1), and the rows that see all, part or none of a block are the rows with p_i >= t1 − 1, t0 <= p_i < t1 − 1
-and p_i < t0: contiguous ranges, found by bisection since p is sorted. Windowed query blocks hold the rows whose
-positions lie in a span of ``block`` positions, so a block's pair rectangles stay within the window plus ``block``
-however sparse the shard. Without positions, p = 0 … n_q − 1: the same plan, bit for bit.
+[0, p[-1] + 1), and the rows that see all, part or none of a block are the rows with p_i >= t1 − 1,
+t0 <= p_i < t1 − 1 and p_i < t0: contiguous ranges, found by bisection since p is sorted. Windowed query blocks
+hold the rows whose positions lie in a span of ``block`` positions, so a block's pair rectangles stay within the
+window plus ``block`` however sparse the shard. Without positions, p = 0 … n_q − 1: the same plan, bit for bit.
 
 Backward (L4): per tile, the fused kernel's backward given the tile's rows of the *merged* out and lse. It
 recomputes P = exp(s − lse) (the global softmax) and δ = ⟨dO, O⟩, so its dQ, dK, dV are the tile's exact share
