@@ -6,7 +6,8 @@ single-process reference (the rounding bounds are computed there, once per case,
 gradient is dO on out only (a scalar ⟨out, dO⟩ is differentiated), which is what the rounding bounds cover.
 
 Planted bugs (each patches one piece of ``verified_ta.distributed`` for the duration of one case):
-``mask_at_local_rows`` (the causal mask uses the shard's local rows 0 … n_local − 1, not its positions),
+``mask_at_local_rows`` (the causal local backend, the blocked CPU path, gets the shard's local rows
+0 … n_local − 1 as positions),
 ``no_reduce_scatter`` (each rank keeps only its own queries' part of dK1, dK2, dV1, dV2: the other ranks' terms
 are missing), ``keys_in_rank_order`` (the gathered keys are left in rank order instead of position order, wrong for
 the zigzag and snake layouts), and ``module_drops_window`` (the TensorAttention branch loses the window).
@@ -37,7 +38,10 @@ CASES = {
     "window_zigzag": (13, 2, 2, True, (3, 5), "zigzag"),
     "window_snake_gqa": (13, 4, 2, True, (None, 4), "snake"),
     "full_snake_gqa": (9, 4, 2, False, None, "snake"),
+    "window_contiguous_gqa_reference": (11, 2, 1, True, (4, None), "contiguous"),
 }
+#: the local backend of the cases that do not use the default "auto" (on the CPU: the blocked path)
+BACKEND = {"window_contiguous_gqa_reference": "reference"}
 D = 3
 #: planted bug → the case it runs on
 PLANTS = {
@@ -63,7 +67,7 @@ def run_case(name: str, group) -> list[torch.Tensor]:
     inputs, grad_out = case_inputs(name)
     shards = [cp.shard_sequence(x, rank, world_size, layout=layout).requires_grad_(True) for x in inputs]
     out, lse = cp.context_parallel_tensor_attention(*shards, group=group, causal=causal, window=window, layout=layout,
-                                                    return_lse=True)
+                                                    return_lse=True, backend=BACKEND.get(name, "auto"))
     local_do = cp.shard_sequence(grad_out, rank, world_size, layout=layout)
     grads = torch.autograd.grad((out * local_do).sum(), shards)
     return [out.detach(), lse.detach(), *grads]
@@ -73,7 +77,7 @@ def run_case(name: str, group) -> list[torch.Tensor]:
 def planted(bug: str) -> Iterator[None]:
     """Patch one piece of verified_ta.distributed (module docstring) for the duration of the block."""
     if bug == "mask_at_local_rows":
-        attr, clean = "ReferenceTensorAttention", cp.ReferenceTensorAttention
+        attr, clean = "BlockedTensorAttention", cp.BlockedTensorAttention
 
         class _Buggy:
             @staticmethod

@@ -20,6 +20,14 @@ Tiles (:func:`plan_tiles`); every row of a tile sees at least one pair of it, so
   rows some query of the block sees (``masks.row_ranges``), in blocks of ``block`` k1 rows, masked unless every
   row sees every pair.
 
+Query positions (``query_positions``, causal only: a shard of the queries in context parallelism,
+:mod:`verified_ta.distributed`): q's rows are the queries at the strictly increasing sequence positions p of the
+keys, and the masks are :func:`verified_ta.masks.query_pair_mask`'s at p. The causal blocks of t run over
+[0, p[-1] + 1), and the rows that see all, part or none of a block are the rows with p_i >= t1 − 1,
+t0 <= p_i < t1 − 1 and p_i < t0: contiguous ranges, found by bisection since p is sorted. Windowed query blocks
+hold the rows whose positions lie in a span of ``block`` positions, so a block's pair rectangles stay within the
+window plus ``block`` however sparse the shard. Without positions, p = 0 … n_q − 1: the same plan, bit for bit.
+
 Backward (L4): per tile, the fused kernel's backward given the tile's rows of the *merged* out and lse. It
 recomputes P = exp(s − lse) (the global softmax) and δ = ⟨dO, O⟩, so its dQ, dK, dV are the tile's exact share
 of the gradient; dK, dV of the pair keys reach k1, k2, v1, v2 by the product rule (dK1_a = Σ_b dK_ab ∘ k2_b, …).
@@ -43,15 +51,16 @@ reference's; the merges add a few roundings per tile to each probability (the ri
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 
-from .masks import Window, check_window, pair_mask, row_ranges
+from .masks import Window, check_window, query_pair_mask, row_ranges
 from .reference import resolve_scale, tensor_attention_backward
-from .validation import check_attention_inputs, check_finite, check_positive_int
+from .validation import check_attention_inputs, check_finite, check_positive_int, check_query_positions
 
 __all__ = [
     "Tile",
@@ -80,7 +89,8 @@ Rect = tuple[int, int, int, int]
 
 @dataclass(frozen=True)
 class Tile:
-    """Query rows ``[rows[0], rows[1])`` against the pairs of ``rects``; ``masked`` unless every row sees every pair."""
+    """Query rows ``[rows[0], rows[1])`` (rows of q, at their sequence positions) against the pairs of ``rects``;
+    ``masked`` unless every row sees every pair."""
 
     rows: tuple[int, int]
     rects: tuple[Rect, ...]
@@ -103,59 +113,81 @@ def default_block(n_q: int, n1: int, n2: int, causal: bool, window: Window | Non
     return max(1, min([32] + [w for w in window if w is not None]))
 
 
-def _fully_visible(rows: tuple[int, int], rect: Rect, window: Window | None) -> bool:
-    """Every query of ``rows`` sees every pair of ``rect`` under the causal (windowed) mask."""
-    r0, r1 = rows
+def _fully_visible(first: int, last: int, rect: Rect, window: Window | None) -> bool:
+    """Every query at a position in ``first … last`` sees every pair of ``rect`` under the causal (windowed) mask."""
     a0, a1, b0, b1 = rect
     w1, w2 = window or (None, None)
-    return (a1 - 1 <= r0 and b1 - 1 <= r0 and (w1 is None or a0 > r1 - 1 - w1)
-            and (w2 is None or b0 > r1 - 1 - w2))
+    return (a1 - 1 <= first and b1 - 1 <= first and (w1 is None or a0 > last - w1)
+            and (w2 is None or b0 > last - w2))
 
 
-def _tile(rows: tuple[int, int], rects: tuple[Rect, ...], causal: bool, window: Window | None) -> Tile:
-    masked = causal and not all(_fully_visible(rows, r, window) for r in rects)
+def _tile(rows: tuple[int, int], rects: tuple[Rect, ...], causal: bool, window: Window | None,
+          positions: Sequence[int]) -> Tile:
+    first, last = positions[rows[0]], positions[rows[1] - 1]
+    masked = causal and not all(_fully_visible(first, last, r, window) for r in rects)
     return Tile(rows, rects, masked)
 
 
+def _plan_positions(n_q: int, n1: int, n2: int, causal: bool,
+                    query_positions: torch.Tensor | None) -> Sequence[int]:
+    """The sequence positions of q's rows: ``query_positions`` (validated, strictly increasing) or 0 … n_q − 1."""
+    if query_positions is None:
+        return range(n_q)
+    check_query_positions(query_positions, n_q, min(n1, n2), causal, increasing=True)
+    return query_positions.tolist()
+
+
 def plan_tiles(n_q: int, n1: int, n2: int, *, causal: bool = False, window: Window | None = None,
-               block: int | None = None) -> list[Tile]:
-    """The tiles that cover every visible (query, pair) exactly once and nothing invisible except under a mask."""
+               block: int | None = None, query_positions: torch.Tensor | None = None) -> list[Tile]:
+    """The tiles that cover every visible (query, pair) exactly once and nothing invisible except under a mask.
+
+    ``query_positions`` (causal): q's rows are the queries at these strictly increasing positions (module docstring).
+    """
     window = check_window(window, causal)
     block = default_block(n_q, n1, n2, causal, window) if block is None else check_positive_int("block", block)
+    pos = _plan_positions(n_q, n1, n2, causal, query_positions)
     if not causal:
         return [Tile((0, n_q), ((a0, min(n1, a0 + block), 0, n2),), False) for a0 in range(0, n1, block)]
-    n = n_q
     tiles = []
     if window is None:
+        n = pos[-1] + 1
         for t0 in range(0, n, block):
             t1 = min(n, t0 + block)
             rects = ((t0, t1, 0, t1),) + (((0, t0, t0, t1),) if t0 else ())
-            if t1 - 1 > t0:
-                tiles.append(_tile((t0, t1 - 1), rects, causal, window))
-            tiles.append(Tile((t1 - 1, n), rects, False))
+            sees_part, sees_all = bisect_left(pos, t0), bisect_left(pos, t1 - 1)  # first rows at p >= t0, t1 − 1
+            if sees_all > sees_part:
+                tiles.append(_tile((sees_part, sees_all), rects, causal, window, pos))
+            if sees_all < n_q:
+                tiles.append(Tile((sees_all, n_q), rects, False))
         return tiles
     w1, w2 = window
-    for i0 in range(0, n, block):
-        i1 = min(n, i0 + block)
-        a_lo, a_hi = row_ranges(i0, i1 - 1, n, w1)
+    i0 = 0
+    while i0 < n_q:
+        i1 = bisect_left(pos, pos[i0] + block, i0)  # the rows at positions pos[i0] … pos[i0] + block − 1
+        a_lo, a_hi = row_ranges(pos[i0], pos[i1 - 1], n1, w1)
         for a0 in range(a_lo, a_hi, block):
             a1 = min(a_hi, a0 + block)
-            r0, r1 = max(i0, a0), i1 if w1 is None else min(i1, a1 - 1 + w1)  # the rows that see some a in [a0, a1)
-            b0, b1 = row_ranges(r0, r1 - 1, n, w2)
-            tiles.append(_tile((r0, r1), ((a0, a1, b0, b1),), causal, window))
+            # the rows that see some a in [a0, a1): positions in [a0, a1 − 1 + w1)
+            r0 = bisect_left(pos, a0, i0, i1)
+            r1 = i1 if w1 is None else bisect_left(pos, a1 - 1 + w1, i0, i1)
+            if r0 < r1:
+                b0, b1 = row_ranges(pos[r0], pos[r1 - 1], n2, w2)
+                tiles.append(_tile((r0, r1), ((a0, a1, b0, b1),), causal, window, pos))
+        i0 = i1
     return tiles
 
 
-def _tile_mask(tile: Tile, window: Window | None, dtype: torch.dtype) -> torch.Tensor:
-    """Additive mask (m, pairs): 0 where the pair is visible to the query, −inf elsewhere (masks.pair_mask)."""
+def _tile_mask(tile: Tile, window: Window | None, dtype: torch.dtype, positions: torch.Tensor) -> torch.Tensor:
+    """Additive mask (m, pairs): 0 where the pair is visible to the query at its sequence position (``positions``
+    of q's rows, masks.query_pair_mask), −inf elsewhere."""
     r0, r1 = tile.rows
     w1, w2 = window or (None, None)
     mask = torch.empty(r1 - r0, tile.pairs, dtype=dtype)
     start = 0
     for a0, a1, b0, b1 in tile.rects:
         # the causal (windowed) condition is a conjunction of one condition on a and one on b: −inf + 0 = −inf
-        sees_a = pair_mask(r0, r1, a1, 1, "cpu", (w1, None))[:, a0:, 0]
-        sees_b = pair_mask(r0, r1, 1, b1, "cpu", (None, w2))[:, 0, b0:]
+        sees_a = query_pair_mask(positions[r0:r1], a1, 1, (w1, None))[:, a0:, 0]
+        sees_b = query_pair_mask(positions[r0:r1], 1, b1, (None, w2))[:, 0, b0:]
         add_a, add_b = (torch.zeros(x.shape, dtype=dtype).masked_fill_(~x, -math.inf) for x in (sees_a, sees_b))
         size = (a1 - a0) * (b1 - b0)
         torch.add(add_a[:, :, None], add_b[:, None, :],
@@ -213,15 +245,18 @@ def _work(tile: Tile, q4: torch.Tensor) -> int:
     return q4.shape[0] * q4.shape[1] * (tile.rows[1] - tile.rows[0]) * tile.pairs * q4.shape[-1]
 
 
-def _tile_operands(tiles: list[Tile], q4: torch.Tensor, kv: list[torch.Tensor],
-                   window: Window | None) -> Iterator[tuple[Tile, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-    """Each tile with its pair keys and values ``(H, g, pairs, d)`` (stride 0 over g) and additive mask (or None).
+def _tile_operands(tiles: list[Tile], q4: torch.Tensor, kv: list[torch.Tensor], window: Window | None,
+                   query_positions: torch.Tensor | None
+                   ) -> Iterator[tuple[Tile, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """Each tile with its pair keys and values ``(H, g, pairs, d)`` (stride 0 over g) and additive mask (or None,
+    built at ``query_positions``, default 0 … n_q − 1).
 
     The pairs go into two buffers reused across tiles and are formed again only when the rectangles change (a
     causal block's masked and unmasked tiles share them).
     """
     k1, k2, v1, v2 = kv
     heads, group, d = q4.shape[0], q4.shape[1], q4.shape[-1]
+    positions = torch.arange(q4.shape[-2]) if query_positions is None else query_positions
     buffers = [torch.empty(heads, max(t.pairs for t in tiles), d, dtype=k1.dtype) for _ in range(2)]
     rects = None
     for tile in tiles:
@@ -229,7 +264,7 @@ def _tile_operands(tiles: list[Tile], q4: torch.Tensor, kv: list[torch.Tensor],
             rects = tile.rects
             keys, values = (_pairs(x1, x2, rects, buf)[:, None].expand(heads, group, tile.pairs, d)
                             for x1, x2, buf in ((k1, k2, buffers[0]), (v1, v2, buffers[1])))
-        yield tile, keys, values, _tile_mask(tile, window, q4.dtype) if tile.masked else None
+        yield tile, keys, values, _tile_mask(tile, window, q4.dtype, positions) if tile.masked else None
 
 
 def _merge(acc: torch.Tensor, lse: torch.Tensor, out: torch.Tensor, out_lse: torch.Tensor) -> None:
@@ -241,11 +276,14 @@ def _merge(acc: torch.Tensor, lse: torch.Tensor, out: torch.Tensor, out_lse: tor
 
 def blocked_forward(q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor, *,
                     scale: float | None = None, causal: bool = False, window: Window | None = None,
-                    block: int | None = None, check_values: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                    block: int | None = None, query_positions: torch.Tensor | None = None,
+                    check_values: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact forward on CPU tensors: ``(out, lse)``, out ``(..., n_q, d)`` in q's dtype and the natural-log LSE
-    ``(..., n_q)`` in the accumulation dtype (float32 for float16/bfloat16, else q's dtype). ``check_values=False``
-    skips the NaN/Inf scan (callers that already validated)."""
-    group = check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window, check_values=False)
+    ``(..., n_q)`` in the accumulation dtype (float32 for float16/bfloat16, else q's dtype). ``query_positions``
+    (causal): the strictly increasing sequence positions of q's rows, a shard of the queries (default
+    0 … n_q − 1). ``check_values=False`` skips the NaN/Inf scan (callers that already validated)."""
+    group = check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window, check_values=False,
+                                   query_positions=query_positions)
     window = check_window(window, causal)
     if q.device.type != "cpu":
         raise ValueError(f"blocked tensor attention runs on CPU tensors; got device {q.device}")
@@ -253,14 +291,15 @@ def blocked_forward(q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, v1: tor
         for name, x in zip(("q", "k1", "k2", "v1", "v2"), (q, k1, k2, v1, v2)):
             check_finite(name, x)
     s = resolve_scale(scale, q.shape[-1])
-    tiles = plan_tiles(q.shape[-2], k1.shape[-2], k2.shape[-2], causal=causal, window=window, block=block)
+    tiles = plan_tiles(q.shape[-2], k1.shape[-2], k2.shape[-2], causal=causal, window=window, block=block,
+                       query_positions=query_positions)
     q4, kv = _layout(q, [k1, k2, v1, v2], group)
     acc_dtype = _accumulator_dtype(q.dtype)
     acc = torch.zeros(q4.shape, dtype=acc_dtype)
     lse = torch.full(q4.shape[:-1], -math.inf, dtype=acc_dtype)
     threads = torch.get_num_threads()
     with _num_threads(1):
-        for tile, keys, values, mask in _tile_operands(tiles, q4, kv, window):
+        for tile, keys, values, mask in _tile_operands(tiles, q4, kv, window, query_positions):
             r0, r1 = tile.rows
             with _num_threads(_kernel_threads(_work(tile, q4), threads)):
                 o, o_lse = _FLASH(q4[:, :, r0:r1], keys, values, attn_mask=mask, scale=s)
@@ -302,17 +341,21 @@ def _to_factors(rects: tuple[Rect, ...], grad_keys: torch.Tensor, grad_values: t
 def blocked_backward(grad_out: torch.Tensor, q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor,
                      v1: torch.Tensor, v2: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, *,
                      scale: float | None = None, causal: bool = False, window: Window | None = None,
-                     grad_lse: torch.Tensor | None = None, block: int | None = None) -> tuple[torch.Tensor, ...]:
+                     grad_lse: torch.Tensor | None = None, block: int | None = None,
+                     query_positions: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
     """SPEC L4 ``(dQ, dK1, dK2, dV1, dV2)`` for upstream dO (and d lse) from :func:`blocked_forward`'s out, lse.
 
     With grouped-query heads the kernel returns one dK, dV per query head of a group (K, V enter expanded over the
-    group); they are summed over the group before the product rule.
+    group); they are summed over the group before the product rule. With ``query_positions`` (as in
+    :func:`blocked_forward`) the key gradients are the partial sums over this shard of queries.
     """
-    group = check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window, check_values=False)
+    group = check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window, check_values=False,
+                                   query_positions=query_positions)
     window = check_window(window, causal)
     d = q.shape[-1]
     scale = resolve_scale(scale, d)
-    tiles = plan_tiles(q.shape[-2], k1.shape[-2], k2.shape[-2], causal=causal, window=window, block=block)
+    tiles = plan_tiles(q.shape[-2], k1.shape[-2], k2.shape[-2], causal=causal, window=window, block=block,
+                       query_positions=query_positions)
     acc_dtype = _accumulator_dtype(q.dtype)
     xs = [q, k1, k2, v1, v2]
     if grad_lse is not None:
@@ -324,7 +367,7 @@ def blocked_backward(grad_out: torch.Tensor, q: torch.Tensor, k1: torch.Tensor, 
     pending = None  # (rects, dK, dV) of the pair keys and values, summed over the group and the tiles sharing them
     threads = torch.get_num_threads()
     with _num_threads(1):
-        for tile, keys, values, mask in _tile_operands(tiles, q4, kv, window):
+        for tile, keys, values, mask in _tile_operands(tiles, q4, kv, window, query_positions):
             r0, r1 = tile.rows
             with _num_threads(_kernel_threads(_work(tile, q4), threads)):
                 gq, gk, gv = _FLASH_BACKWARD(do4[:, :, r0:r1], q4[:, :, r0:r1], keys, values, out4[:, :, r0:r1],
@@ -347,12 +390,14 @@ class BlockedTensorAttention(torch.autograd.Function):
     scanned for NaN/Inf here: :func:`blocked_tensor_attention` and :func:`verified_ta.tensor_attention` validate."""
 
     @staticmethod
-    def forward(ctx, q, k1, k2, v1, v2, scale, causal, window, block):  # type: ignore[override]
+    def forward(ctx, q, k1, k2, v1, v2, scale, causal, window, block,  # type: ignore[override]
+                query_positions=None):
         out, lse_acc = blocked_forward(q, k1, k2, v1, v2, scale=scale, causal=causal, window=window, block=block,
-                                       check_values=False)
+                                       query_positions=query_positions, check_values=False)
         lse = lse_acc.to(q.dtype)
         ctx.save_for_backward(q, k1, k2, v1, v2, out, lse, lse_acc)
         ctx.scale, ctx.causal, ctx.window, ctx.block = scale, causal, window, block
+        ctx.query_positions = query_positions
         ctx.set_materialize_grads(False)
         return out, lse
 
@@ -363,11 +408,13 @@ class BlockedTensorAttention(torch.autograd.Function):
             grad_out = torch.zeros_like(out)
         if torch.is_grad_enabled():  # create_graph=True: the reference's L4, built from differentiable ops
             grads = tensor_attention_backward(grad_out, q, k1, k2, v1, v2, out, lse, scale=ctx.scale,
-                                              causal=ctx.causal, window=ctx.window, grad_lse=grad_lse)
+                                              causal=ctx.causal, window=ctx.window, grad_lse=grad_lse,
+                                              query_positions=ctx.query_positions)
         else:
             grads = blocked_backward(grad_out, q, k1, k2, v1, v2, out, lse_acc, scale=ctx.scale, causal=ctx.causal,
-                                     window=ctx.window, grad_lse=grad_lse, block=ctx.block)
-        return (*grads, None, None, None, None)
+                                     window=ctx.window, grad_lse=grad_lse, block=ctx.block,
+                                     query_positions=ctx.query_positions)
+        return (*grads, None, None, None, None, None)
 
 
 def blocked_tensor_attention(
@@ -382,6 +429,7 @@ def blocked_tensor_attention(
     window: Window | None = None,
     return_lse: bool = False,
     block: int | None = None,
+    query_positions: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Differentiable exact tensor attention on CPU tensors (SPEC §2, L4), the fast path of ``tensor_attention``.
 
@@ -389,18 +437,22 @@ def blocked_tensor_attention(
         q: (..., n_q, d); k1, v1: (..., n1, d); k2, v2: (..., n2, d); one dtype (float16, bfloat16, float32,
             float64), CPU, finite. q may have a multiple g of the keys' heads in dimension -3 (grouped-query heads).
         scale: s in softmax_i(s·⟨q_i, k1_a∘k2_b⟩); None means 1/d.
-        causal: keep pairs with a <= i and b <= i; needs n_q = n1 = n2.
+        causal: keep pairs with a <= i and b <= i; needs n_q = n1 = n2 (or ``query_positions``).
         window: (w1, w2) with causal: i − w1 < a <= i and i − w2 < b <= i (None: unbounded).
         block: tile size (k1 rows per tile; causal: the width of a block of t = max(a, b) or of queries);
             None means :func:`default_block`.
+        query_positions: with causal, q's rows are the queries at these positions of the keys' sequence (a shard
+            of the queries, as in context parallelism): a strictly increasing 1-D int64 CPU tensor of length n_q
+            with values in [0, min(n1, n2)). None: 0 … n_q − 1.
     Returns:
         out (..., n_q, d), or (out, lse) with the natural-log lse (..., n_q), both in q's dtype.
     Raises:
-        ValueError: bad shapes, dtype, device, scale, window or block; non-finite inputs.
+        ValueError: bad shapes, dtype, device, scale, window, block or query positions; non-finite inputs.
     """
-    check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window)
+    check_attention_inputs(q, k1, k2, v1, v2, causal=causal, window=window, query_positions=query_positions)
     s = resolve_scale(scale, q.shape[-1])
     if block is not None:
         check_positive_int("block", block)
-    out, lse = BlockedTensorAttention.apply(q, k1, k2, v1, v2, s, causal, check_window(window, causal), block)
+    out, lse = BlockedTensorAttention.apply(q, k1, k2, v1, v2, s, causal, check_window(window, causal), block,
+                                            query_positions)
     return (out, lse) if return_lse else out

@@ -13,8 +13,10 @@ Every rank holds a shard of the sequence — its queries and its keys/values, in
   mismatched inputs makes every rank raise the same ValueError instead of one rank hanging or aborting in a
   collective. Every rank must then also run the backward (as with any collective in autograd).
 
-The local backend is :func:`verified_ta.tensor_attention` (fused Triton kernels on CUDA) without a mask, and the
-exact reference with query positions under a causal mask (the kernels take no query positions yet).
+The local backend is :func:`verified_ta.tensor_attention` without a mask (fused Triton kernels on CUDA, the blocked
+exact path on the CPU). Under a causal mask it is, with the shard's query positions, the blocked exact path
+(:mod:`verified_ta.blocked`, which skips the tiles a shard cannot see) for CPU tensors with ``backend="auto"``, and
+the exact reference otherwise (the kernels take no query positions yet).
 
 Load balance: under the causal mask query i sees (i + 1)² pairs, so contiguous shards leave the last rank most of
 the work, and "zigzag" (balanced for matrix attention, whose cost grows like i) still does not balance i². "snake"
@@ -41,6 +43,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.autograd.function import once_differentiable
 
+from .blocked import BlockedTensorAttention
 from .interface import BACKENDS, Backend, tensor_attention
 from .masks import Window, check_window, row_ranges
 from .reference import ReferenceTensorAttention, resolve_scale
@@ -298,7 +301,8 @@ def context_parallel_tensor_attention(
         window: as :func:`verified_ta.tensor_attention`; the window applies to sequence positions.
         layout: one of :data:`LAYOUTS`, the same on every rank.
         return_lse: also return this rank's rows of the log-sum-exp.
-        backend: the local backend, as in :func:`verified_ta.tensor_attention` ("triton" only without causal).
+        backend: the local backend, as in :func:`verified_ta.tensor_attention` ("triton" only without causal;
+            causal CPU shards run the blocked path with "auto", the reference with "reference").
     Returns:
         out ``(..., n_local, d)`` for this rank's queries, or ``(out, lse)`` with the natural-log LSE
         ``(..., n_local)``; equal to those rows of the single-process result up to the order of the sums.
@@ -308,8 +312,8 @@ def context_parallel_tensor_attention(
     plan = _plan(q, k1, k2, v1, v2, group, scale, causal, window, layout, backend)
     kv = _SequenceAllGather.apply(torch.stack((k1, k2, v1, v2)), plan)
     if causal:
-        out, lse = ReferenceTensorAttention.apply(q, *kv.unbind(0), plan.scale, True, plan.window, None,
-                                                  plan.positions)
+        local = BlockedTensorAttention if backend == "auto" and q.device.type == "cpu" else ReferenceTensorAttention
+        out, lse = local.apply(q, *kv.unbind(0), plan.scale, True, plan.window, None, plan.positions)
     else:
         out, lse = tensor_attention(q, *kv.unbind(0), scale=plan.scale, return_lse=True, backend=backend)
     return (out, lse) if return_lse else out

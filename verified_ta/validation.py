@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FLOAT_DTYPES", "check_attention_inputs", "check_objective_inputs", "check_finite", "check_positive_int",
-    "check_open_unit",
+    "check_open_unit", "check_query_positions",
 ]
 
 
@@ -109,7 +109,7 @@ def check_attention_inputs(
     if k2.shape[-2] != v2.shape[-2]:
         raise ValueError(f"k2 and v2 need the same length n2; got {k2.shape[-2]} and {v2.shape[-2]}")
     if query_positions is not None:
-        _check_query_positions(query_positions, q, min(k1.shape[-2], k2.shape[-2]), causal)
+        check_query_positions(query_positions, q.shape[-2], min(k1.shape[-2], k2.shape[-2]), causal, q.device)
     elif causal and not (q.shape[-2] == k1.shape[-2] == k2.shape[-2]):
         raise ValueError(
             f"causal=True needs n_q = n1 = n2; got {q.shape[-2]}, {k1.shape[-2]}, {k2.shape[-2]}"
@@ -120,19 +120,26 @@ def check_attention_inputs(
     return group
 
 
-def _check_query_positions(positions: object, q: torch.Tensor, n_keys: int, causal: bool) -> None:
+def check_query_positions(positions: object, n_q: int, n_keys: int, causal: bool,
+                          device: torch.device | str = "cpu", *, increasing: bool = False) -> None:
+    """Sequence positions of ``n_q`` query rows (a shard of queries): a 1-D int64 tensor on ``device`` in
+    [0, n_keys), under the causal mask only; ``increasing`` also asks for strictly increasing positions."""
     import torch
 
     if not causal:
         raise ValueError("query_positions places a shard of queries under the causal mask: it needs causal=True")
     if not isinstance(positions, torch.Tensor) or positions.dtype != torch.int64 or positions.dim() != 1:
         raise ValueError(f"query_positions must be a 1-D int64 tensor; got {positions!r}")
-    if positions.shape[0] != q.shape[-2] or positions.device != q.device:
-        raise ValueError(f"query_positions needs q's length {q.shape[-2]} and device {q.device}; "
+    if positions.shape[0] != n_q or positions.device != torch.device(device):
+        raise ValueError(f"query_positions needs q's length {n_q} and device {device}; "
                          f"got length {positions.shape[0]} on {positions.device}")
     if positions.numel() and not (0 <= int(positions.min()) and int(positions.max()) < n_keys):
         raise ValueError(f"query_positions must lie in [0, min(n1, n2) = {n_keys}); "
                          f"got [{int(positions.min())}, {int(positions.max())}]")
+    if increasing and not bool((positions[1:] > positions[:-1]).all()):
+        j = int(torch.nonzero(positions[1:] <= positions[:-1])[0])
+        raise ValueError(f"query_positions must be strictly increasing (sorted, no repeats); got "
+                         f"{int(positions[j])} then {int(positions[j + 1])} at rows {j}, {j + 1}")
 
 
 def _query_group(q_batch: tuple[int, ...], kv_batch: tuple[int, ...]) -> int:
